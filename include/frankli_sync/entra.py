@@ -1,0 +1,57 @@
+"""The Entra user attributes the sync reads, and how they are named in staging.
+
+Graph returns camelCase JSON; staging and every DataFrame downstream use the
+snake_case column names below. Keeping the one table here means the source,
+the staging schema, validation and the attribute mapping cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Entra (Graph) attribute name -> staging column name.
+ENTRA_ATTRIBUTES: dict[str, str] = {
+    "id": "object_id",
+    "userPrincipalName": "user_principal_name",
+    "mail": "mail",
+    "displayName": "display_name",
+    "givenName": "given_name",
+    "surname": "surname",
+    "jobTitle": "job_title",
+    "department": "department",
+    "officeLocation": "office_location",
+    "companyName": "company_name",
+    "employeeId": "employee_id",
+    "streetAddress": "street_address",
+    "city": "city",
+    "state": "state",
+    "postalCode": "postal_code",
+    "country": "country",
+    "usageLocation": "usage_location",
+    "businessPhones": "business_phone",
+    "mobilePhone": "mobile_phone",
+    "employeeHireDate": "employee_hire_date",
+    "accountEnabled": "account_enabled",
+    "userType": "user_type",
+    "manager": "manager_id",
+}
+
+STAGED_COLUMNS: tuple[str, ...] = tuple(ENTRA_ATTRIBUTES.values())
+
+# Attributes requested with $select (manager comes through $expand).
+GRAPH_SELECT: tuple[str, ...] = tuple(name for name in ENTRA_ATTRIBUTES if name != "manager")
+
+
+def graph_user_to_row(user: dict[str, Any]) -> dict[str, Any]:
+    """Flatten one Graph user object into a staging row (snake_case, scalar values)."""
+    row: dict[str, Any] = {}
+    for attribute, column in ENTRA_ATTRIBUTES.items():
+        value = user.get(attribute)
+        if attribute == "businessPhones":
+            value = value[0] if value else None
+        elif attribute == "manager":
+            value = value.get("id") if isinstance(value, dict) else None
+        elif attribute == "accountEnabled":
+            value = bool(value) if value is not None else None
+        row[column] = value
+    return row
