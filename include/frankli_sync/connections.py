@@ -1,0 +1,76 @@
+"""Airflow connections → SQLAlchemy engines (secrets come only from connections / env)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import URL, Engine, create_engine, event
+
+STAGING_FILE = "frankli_sync_staging.db"
+
+
+class ConnectionSettingError(ValueError):
+    """An Airflow connection cannot be turned into a database URL; the message names the connection."""
+
+
+def sqlalchemy_url(conn_id: str) -> str | URL:
+    """The SQLAlchemy URL held by an Airflow connection.
+
+    Accepts a connection whose extra holds ``sqlalchemy_url`` (any conn type),
+    a ``postgres`` connection (host, port, login, password, schema = database)
+    and a ``sqlite`` connection (host = file path).
+    """
+    from airflow.sdk import BaseHook
+
+    connection = BaseHook.get_connection(conn_id)
+    extra = connection.extra_dejson
+    if extra.get("sqlalchemy_url"):
+        return str(extra["sqlalchemy_url"])
+    if connection.conn_type in ("postgres", "postgresql"):
+        return URL.create(
+            "postgresql+psycopg",
+            username=connection.login or None,
+            password=connection.password or None,
+            host=connection.host or None,
+            port=connection.port or None,
+            database=connection.schema or None,
+        )
+    if connection.conn_type == "sqlite" and connection.host:
+        return f"sqlite:///{connection.host}"
+    raise ConnectionSettingError(
+        f"connection {conn_id!r} (type {connection.conn_type!r}) has no extra.sqlalchemy_url and is not "
+        "a postgres or sqlite connection"
+    )
+
+
+def make_engine(url: str | URL) -> Engine:
+    """An engine with the settings the sync relies on (psycopg 3 for PostgreSQL, FKs on for SQLite)."""
+    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
+    if text.startswith(("postgresql://", "postgres://")):
+        text = "postgresql+psycopg://" + text.split("://", 1)[1]
+    engine = create_engine(text, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def engine_for(conn_id: str) -> Engine:
+    return make_engine(sqlalchemy_url(conn_id))
+
+
+def staging_engine(conn_id: str | None) -> Engine:
+    """The staging database: the configured connection, else a SQLite file under $AIRFLOW_HOME."""
+    if conn_id:
+        return engine_for(conn_id)
+    home = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
+    home.mkdir(parents=True, exist_ok=True)
+    return make_engine(f"sqlite:///{home / STAGING_FILE}")

@@ -1,0 +1,356 @@
+"""The six task bodies of an `entra_to_frankli__<tenant>` DAG run.
+
+Each function takes the tenant name, the Airflow run id and the trigger
+params, does its I/O at the edges (staging, Graph, the Frankli database,
+the reports directory) and returns a small JSON-able summary for XCom.
+Every one is idempotent: clearing and re-running it gives the same result.
+The load tasks compute the plan again inside their own transaction, so a
+re-run finds what an earlier attempt already applied and writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from frankli_sync.config import SyncConfig, TenantConfig, load_config
+from frankli_sync.connections import engine_for, staging_engine
+from frankli_sync.plan import FrankliState, Plan, PlanOptions, plan_user_changes
+from frankli_sync.report import plan_document, run_directory, write_run_report
+from frankli_sync.sinks.database import (
+    AuditEntry,
+    apply_archives,
+    apply_upserts,
+    organisation_transaction,
+    read_state,
+)
+from frankli_sync.sinks.schema import users
+from frankli_sync.staging import SnapshotMissing, Staging
+from frankli_sync.transform import OUT_OF_SCOPE, desired_users, scope_status
+
+log = logging.getLogger(__name__)
+
+
+class SyncStopped(RuntimeError):
+    """A safety rule stopped the run on purpose; retrying the same run will not help."""
+
+
+class ValidationThresholdExceeded(SyncStopped):
+    pass
+
+
+class DeletionGuardTriggered(SyncStopped):
+    pass
+
+
+@dataclass(frozen=True)
+class RunParams:
+    dry_run: bool = False
+    full_sync: bool = False
+    allow_mass_archive: bool = False
+    only_user: str | None = None
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any] | None) -> RunParams:
+        raw = dict(raw or {})
+        values: dict[str, Any] = {}
+        for flag in ("dry_run", "full_sync", "allow_mass_archive"):
+            value = raw.get(flag, False)
+            if not isinstance(value, bool):
+                raise ValueError(f"trigger param {flag}: must be true or false, got {value!r}")
+            values[flag] = value
+        only_user = raw.get("only_user")
+        if only_user is not None and (not isinstance(only_user, str) or "@" not in only_user):
+            raise ValueError(f"trigger param only_user: must be a UPN like jane@contoso.com, got {only_user!r}")
+        values["only_user"] = only_user.strip() if only_user else None
+        return cls(**values)
+
+
+@dataclass
+class RunContext:
+    config: SyncConfig
+    tenant: TenantConfig
+    run_id: str
+    params: RunParams
+    staging: Staging
+
+    @classmethod
+    def open(cls, tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> RunContext:
+        config = load_config()
+        return cls(
+            config=config,
+            tenant=config.tenant(tenant_name),
+            run_id=run_id,
+            params=RunParams.from_mapping(params),
+            staging=Staging(staging_engine(config.staging_conn_id)),
+        )
+
+    @property
+    def run_dir(self) -> Path:
+        return run_directory(self.config.reports_dir, self.tenant.name, self.run_id)
+
+
+# --- extract ---------------------------------------------------------------------------------
+
+
+def extract(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read every Entra user into this run's staging snapshot, page by page."""
+    ctx = RunContext.open(tenant_name, run_id, params)
+    source = ctx.tenant.source
+    if source.kind != "graph":
+        raise NotImplementedError(f"tenants[{tenant_name}].source.kind {source.kind!r} is not supported yet")
+    from frankli_sync.sources.graph import read_users
+
+    ctx.staging.begin_snapshot(ctx.tenant.name, run_id, source.kind)
+    written = 0
+
+    def stage(page: list[dict[str, Any]]) -> None:
+        nonlocal written
+        ctx.staging.append_users(ctx.tenant.name, run_id, written, page)
+        written += len(page)
+
+    total = read_users(source.conn_id or "", stage, page_size=source.page_size)
+    ctx.staging.complete_snapshot(ctx.tenant.name, run_id, total)
+    previous = ctx.staging.last_synced(ctx.tenant.name, run_id)
+    ctx.staging.prune(ctx.tenant.name, keep_runs=[run_id, *([previous[0]] if previous else [])])
+    log.info("staged %d Entra users for tenant %s run %s", total, tenant_name, run_id)
+    return {"users": total}
+
+
+# --- validate --------------------------------------------------------------------------------
+
+
+def validate(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run the GX suite on the in-scope staged users; quarantine failing rows; stop above the threshold."""
+    from frankli_sync.validation import ValidationSettings, validate_users
+
+    ctx = RunContext.open(tenant_name, run_id, params)
+    staged = ctx.staging.snapshot(ctx.tenant.name, run_id)
+    in_scope = staged[scope_status(staged, ctx.tenant.scope) != OUT_OF_SCOPE]
+    settings = ValidationSettings(
+        required_fields=ctx.tenant.validation.required_columns,
+        warn_fields=ctx.tenant.validation.warn_columns,
+    )
+    outcome = validate_users(
+        in_scope.reset_index(drop=True), settings, docs_dir=ctx.run_dir / "validation", run_name=run_id
+    )
+    threshold = ctx.tenant.thresholds.max_invalid_share
+    exceeded = outcome.failed_share > threshold
+    ctx.staging.save_document(
+        ctx.tenant.name,
+        run_id,
+        "validation",
+        {
+            "checked": outcome.checked,
+            "quarantined": outcome.quarantined.to_dict("records"),
+            "warnings": outcome.warnings.to_dict("records"),
+            "statistics": outcome.statistics,
+            "failed_share": outcome.failed_share,
+            "threshold": threshold,
+            "threshold_exceeded": exceeded,
+            "docs_index": str(outcome.docs_index) if outcome.docs_index else None,
+        },
+    )
+    summary = {
+        "checked": outcome.checked,
+        "quarantined": len(outcome.quarantined),
+        "failed_share": round(outcome.failed_share, 4),
+    }
+    if exceeded:
+        raise ValidationThresholdExceeded(
+            f"{len(outcome.quarantined)} of {outcome.checked} users ({outcome.failed_share:.1%}) fail validation, "
+            f"above tenants[{tenant_name}].thresholds.max_invalid_share = {threshold:.1%}; nothing is loaded. "
+            f"See the validation report {outcome.docs_index or ctx.run_dir}"
+        )
+    return summary
+
+
+# --- transform (plan) ------------------------------------------------------------------------
+
+
+def transform(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Entra rows → desired Frankli users → the plan against Frankli's current state (read-only)."""
+    ctx = RunContext.open(tenant_name, run_id, params)
+    engine = engine_for(ctx.tenant.target.conn_id)
+    try:
+        with organisation_transaction(engine, ctx.tenant.target.organisation) as (connection, org_id):
+            plan = compute_plan(ctx, read_state(connection, org_id))
+            connection.rollback()  # planning writes nothing
+    finally:
+        engine.dispose()
+    document = plan_document(plan, full=ctx.params.dry_run)
+    ctx.staging.save_document(ctx.tenant.name, run_id, "plan", document)
+    return document["counts"]
+
+
+def compute_plan(ctx: RunContext, state: FrankliState) -> Plan:
+    """The plan for this run against `state` (pure given the staged inputs)."""
+    staged = ctx.staging.snapshot(ctx.tenant.name, ctx.run_id)
+    quarantined = {q["object_id"] for q in _validation(ctx)["quarantined"] if q.get("object_id")}
+    desired = desired_users(staged, ctx.tenant.mapping, ctx.tenant.scope, quarantined)
+    previous = None
+    last = ctx.staging.last_synced(ctx.tenant.name, ctx.run_id)
+    if last is not None:
+        try:
+            previous_staged = ctx.staging.snapshot(ctx.tenant.name, last[0])
+            previous = desired_users(previous_staged, ctx.tenant.mapping, ctx.tenant.scope)
+        except SnapshotMissing:
+            previous = None
+    options = PlanOptions(mapping=ctx.tenant.mapping, only_user=ctx.params.only_user)
+    return plan_user_changes(desired, state, options, previous=previous)
+
+
+def _validation(ctx: RunContext) -> dict[str, Any]:
+    return ctx.staging.load_document(ctx.tenant.name, ctx.run_id, "validation")
+
+
+def _quarantine_entries(ctx: RunContext, plan: Plan) -> list[AuditEntry]:
+    entries = [
+        AuditEntry(q.get("object_id"), q.get("user_principal_name"), "quarantine", {"reasons": q["reasons"]})
+        for q in _validation(ctx)["quarantined"]
+    ]
+    entries += [
+        AuditEntry(r.external_id, r.email, "quarantine", {"reasons": [{"expectation": r.reason}]})
+        for r in plan.conflicts.itertuples()
+    ]
+    if ctx.params.only_user:
+        key = ctx.params.only_user.casefold()
+        entries = [e for e in entries if (e.email or "").casefold() == key]
+    return entries
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Create entities; create, link, update and restore users; set managers. One transaction."""
+    ctx = RunContext.open(tenant_name, run_id, params)
+    if ctx.params.dry_run:
+        return {"dry_run": True}
+    engine = engine_for(ctx.tenant.target.conn_id)
+    try:
+        with organisation_transaction(engine, ctx.tenant.target.organisation) as (connection, org_id):
+            plan = compute_plan(ctx, read_state(connection, org_id))
+            counts = apply_upserts(
+                connection, org_id, plan, run_id, datetime.now(UTC), quarantined=_quarantine_entries(ctx, plan)
+            )
+    finally:
+        engine.dispose()
+    if not ctx.params.only_user:
+        ctx.staging.mark_synced(ctx.tenant.name, run_id)
+    log.info("upserts for tenant %s run %s: %s", tenant_name, run_id, counts or "nothing to change")
+    return counts
+
+
+def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Archive disabled / deleted / out-of-scope users, behind the deletion guard. One transaction."""
+    ctx = RunContext.open(tenant_name, run_id, params)
+    if ctx.params.dry_run:
+        return {"dry_run": True}
+    engine = engine_for(ctx.tenant.target.conn_id)
+    try:
+        with organisation_transaction(engine, ctx.tenant.target.organisation) as (connection, org_id):
+            plan = compute_plan(ctx, read_state(connection, org_id))
+            synced = connection.execute(
+                select(func.count()).where(
+                    users.c.organisation_id == org_id, users.c.external_id.is_not(None), users.c.status != "archived"
+                )
+            ).scalar_one()
+            guard = archive_guard(ctx, len(plan.archives), int(synced))
+            ctx.staging.save_document(ctx.tenant.name, run_id, "guard", guard)
+            if guard["blocked"]:
+                raise DeletionGuardTriggered(guard["message"])
+            archived = apply_archives(connection, org_id, plan.archives, run_id, datetime.now(UTC))
+    finally:
+        engine.dispose()
+    return {"archive": archived}
+
+
+def archive_guard(ctx: RunContext, to_archive: int, synced_users: int) -> dict[str, Any]:
+    """Decide whether this run may archive `to_archive` users (DESIGN §2 Safety)."""
+    thresholds = ctx.tenant.thresholds
+    staged_count = len(ctx.staging.snapshot(ctx.tenant.name, ctx.run_id))
+    last = ctx.staging.last_synced(ctx.tenant.name, ctx.run_id)
+    limit = min(thresholds.max_archive_count, math.floor(thresholds.max_archive_share * synced_users))
+    status: dict[str, Any] = {
+        "to_archive": to_archive,
+        "limit": limit,
+        "synced_users": synced_users,
+        "staged_users": staged_count,
+        "last_synced_users": last[1] if last else None,
+        "allow_mass_archive": ctx.params.allow_mass_archive,
+        "blocked": False,
+        "message": "ok",
+    }
+    override = 'trigger the DAG again with {"allow_mass_archive": true}'
+    if to_archive == 0:
+        return status
+    if staged_count == 0:
+        status.update(blocked=True, message="the extract returned no users; archiving nobody")
+    elif last and staged_count < thresholds.min_source_share * last[1] and not ctx.params.allow_mass_archive:
+        status.update(
+            blocked=True,
+            message=(
+                f"the extract returned {staged_count} users, under {thresholds.min_source_share:.0%} of the "
+                f"{last[1]} of the last synced run; archiving nobody. If the directory really shrank, {override}"
+            ),
+        )
+    elif to_archive > limit and not ctx.params.allow_mass_archive:
+        status.update(
+            blocked=True,
+            message=(
+                f"deletion guard: this run would archive {to_archive} users, more than the limit of {limit} "
+                f"(min(max_archive_count {thresholds.max_archive_count}, max_archive_share "
+                f"{thresholds.max_archive_share:.0%} of {synced_users} synced users)); nothing was archived, "
+                f"upserts were applied. If this is expected, {override}"
+            ),
+        )
+    return status
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def report(
+    tenant_name: str,
+    run_id: str,
+    params: Mapping[str, Any] | None = None,
+    task_results: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write report.json and the HTML summary for the run; fail if an upstream task did not succeed."""
+    ctx = RunContext.open(tenant_name, run_id, params)
+    documents = {}
+    for kind in ("validation", "plan", "guard"):
+        try:
+            documents[kind] = ctx.staging.load_document(ctx.tenant.name, run_id, kind)
+        except SnapshotMissing:
+            documents[kind] = None
+    applied = _applied_actions(ctx) if not ctx.params.dry_run else {}
+    summary = write_run_report(
+        ctx.run_dir,
+        tenant=ctx.tenant.name,
+        run_id=run_id,
+        params=ctx.params.__dict__,
+        documents=documents,
+        applied=applied,
+        task_results=dict(task_results or {}),
+    )
+    return summary
+
+
+def _applied_actions(ctx: RunContext) -> dict[str, int]:
+    from frankli_sync.sinks.database import audit_counts
+
+    engine = engine_for(ctx.tenant.target.conn_id)
+    try:
+        with organisation_transaction(engine, ctx.tenant.target.organisation) as (connection, org_id):
+            return audit_counts(connection, org_id, ctx.run_id)
+    finally:
+        engine.dispose()

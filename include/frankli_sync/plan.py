@@ -1,0 +1,486 @@
+"""The sync plan: what must change in Frankli so it matches Entra (pure pandas, no I/O).
+
+`plan_user_changes` compares the desired users (see `transform.desired_users`)
+with the current Frankli state of the organisation and returns a `Plan`:
+entities to create, users to create / update / link / restore / archive, rows
+in conflict, and findings for the report (orphaned entity references, manager
+problems, users archived by an admin). Loading applies a plan computed inside
+its own transaction, so applying it twice finds nothing left to do.
+
+Entity fields are carried as name keys (trimmed, case-folded) and managers as
+Entra object ids; the loader turns both into row ids after it has created
+what the plan asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from frankli_sync.config import FieldMapping
+from frankli_sync.transform import (
+    ACTIVE,
+    DISABLED,
+    ENTITY_FIELDS,
+    OUT_OF_SCOPE,
+    TEXT_FIELDS,
+    clean_text,
+    iso_date,
+    name_key,
+)
+
+SYNC = "directory_sync"
+DELETED_REF = "\x00deleted"  # a reference to an entity that is deleted in Frankli
+UNMANAGED_REF = "\x00frankli:"  # a manager who is a Frankli user the sync does not manage
+ENTITY_TABLES = tuple(ENTITY_FIELDS.values())
+
+
+@dataclass(frozen=True)
+class FrankliState:
+    """The organisation as it is in Frankli: users and the entity tables (roles, departments, sites)."""
+
+    users: pd.DataFrame
+    entities: Mapping[str, pd.DataFrame]
+
+    @classmethod
+    def empty(cls) -> FrankliState:
+        return cls(users=empty_users(), entities={t: empty_entities() for t in ENTITY_TABLES})
+
+
+USER_STATE_COLUMNS = (
+    "id",
+    "external_id",
+    *TEXT_FIELDS,
+    "role_id",
+    "department_id",
+    "site_id",
+    "manager_id",
+    "status",
+    "status_before_archive",
+    "archived_by",
+)
+
+
+def empty_users() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in USER_STATE_COLUMNS})
+
+
+def empty_entities() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in ("id", "name", "deleted_at")})
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    mapping: Mapping[str, FieldMapping]
+    only_user: str | None = None
+    deleted_ids: frozenset[str] = frozenset()  # object ids the source reported as deleted
+
+
+@dataclass
+class Plan:
+    entity_creates: pd.DataFrame  # table, key, name
+    creates: pd.DataFrame  # external_id, fields..., status
+    updates: pd.DataFrame  # user_id, external_id, always-fields..., changes
+    links: pd.DataFrame  # user_id, external_id, old_external_id, email, kind
+    restores: pd.DataFrame  # user_id, external_id, email, status
+    archives: pd.DataFrame  # user_id, external_id, email, reason
+    conflicts: pd.DataFrame  # external_id, email, reason
+    findings: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    always_fields: tuple[str, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "entity_create": len(self.entity_creates),
+            "create": len(self.creates),
+            "update": len(self.updates),
+            "link": len(self.links),
+            "restore": len(self.restores),
+            "archive": len(self.archives),
+            "conflict": len(self.conflicts),
+        }
+
+    @property
+    def has_upserts(self) -> bool:
+        return any(len(f) for f in (self.entity_creates, self.creates, self.updates, self.links, self.restores))
+
+
+def plan_user_changes(
+    desired: pd.DataFrame,
+    state: FrankliState,
+    options: PlanOptions,
+    previous: pd.DataFrame | None = None,
+) -> Plan:
+    """Compare the desired users with Frankli and say what must change.
+
+    `previous` is the desired-users frame of the last synced snapshot; it tells
+    whether a user's entity value changed since then (entities deleted in
+    Frankli are only created again when it did).
+    """
+    users = _normalised_users(state.users)
+    identified = desired[desired["external_id"].notna()].drop_duplicates("external_id")
+    present = identified.set_index("external_id")["status_in_source"]
+    active = desired[desired["status_in_source"] == ACTIVE].copy()
+
+    matched, links, conflicts, creates = _match_active_users(active, users, present)
+    matched, admin_archived = _drop_admin_archived(matched, users)
+    conflicts = pd.concat([conflicts, _email_collisions(matched, creates, users)], ignore_index=True)
+    collided = set(conflicts["external_id"])
+    matched = matched[~matched["external_id"].isin(collided)]
+    creates = creates[~creates["external_id"].isin(collided)]
+    links = links[~links["external_id"].isin(collided)]
+
+    synced_ids = set(matched["external_id"]) | set(creates["external_id"])
+    managers, manager_findings = _resolve_managers(active, present, synced_ids, set(admin_archived["external_id"]))
+
+    always = tuple(f for f, rule in options.mapping.items() if rule.on == "always")
+    written = pd.concat([creates.assign(_fields="all"), matched.assign(_fields="always")], ignore_index=True)
+    written["manager"] = written["external_id"].map(managers).astype("object")
+    written = written.where(written.notna(), None)
+    entity_keys, entity_creates, orphans = _resolve_entities(written, state.entities, previous, always)
+    for column, keys in entity_keys.items():
+        written[column] = keys
+
+    create_rows = written[written["_fields"] == "all"].drop(columns=["_fields", "user_id"], errors="ignore")
+    create_rows = create_rows.assign(status="uninvited")
+    update_rows = _changed_users(written[written["_fields"] == "always"], users, state.entities, always)
+    restores = _restores(matched, users)
+    archives = _archives(users, present, set(matched["user_id"]), options.deleted_ids)
+
+    plan = Plan(
+        entity_creates=entity_creates,
+        creates=create_rows.reset_index(drop=True),
+        updates=update_rows,
+        links=links.reset_index(drop=True),
+        restores=restores,
+        archives=archives,
+        conflicts=conflicts.reset_index(drop=True),
+        findings={
+            "orphaned_references": orphans,
+            **manager_findings,
+            "archived_in_frankli": admin_archived[["external_id", "email"]].to_dict("records"),
+        },
+        always_fields=always,
+    )
+    if options.only_user:
+        plan = _only_user(plan, options.only_user, users)
+    return plan
+
+
+def _normalised_users(users: pd.DataFrame) -> pd.DataFrame:
+    users = users.copy()
+    for column in USER_STATE_COLUMNS:
+        if column not in users:
+            users[column] = None
+    users = users.astype("object").where(users.notna(), None)
+    users["start_date"] = iso_date(users["start_date"])
+    users["email_key"] = name_key(users["email"])
+    return users
+
+
+def _match_active_users(
+    active: pd.DataFrame, users: pd.DataFrame, present: pd.Series
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Match by object id, then adopt or re-link by email; the rest are creates."""
+    managed = users[users["external_id"].notna()][["id", "external_id"]]
+    by_id = active.merge(managed.rename(columns={"id": "user_id"}), on="external_id", how="left")
+    matched = by_id[by_id["user_id"].notna()].astype({"user_id": "int64"})
+    unmatched = by_id[by_id["user_id"].isna()].drop(columns=["user_id"])
+
+    # Candidates for adoption / rehire: users not already matched by id, first (lowest id) per email.
+    candidates = users[~users["id"].isin(matched["user_id"]) & users["email_key"].notna()]
+    candidates = candidates.sort_values("id").drop_duplicates("email_key")
+    candidates = candidates[["id", "external_id", "email_key"]].rename(
+        columns={"id": "user_id", "external_id": "old_external_id"}
+    )
+    by_email = unmatched.merge(candidates, left_on="upn_key", right_on="email_key", how="left")
+    found = by_email[by_email["user_id"].notna()].astype({"user_id": "int64"})
+    creates = by_email[by_email["user_id"].isna()].drop(columns=["user_id", "old_external_id", "email_key"])
+
+    old_still_exists = found["old_external_id"].notna() & found["old_external_id"].isin(present.index)
+    conflict_rows = found[old_still_exists]
+    conflicts = pd.DataFrame(
+        {
+            "external_id": conflict_rows["external_id"],
+            "email": conflict_rows["email"],
+            "reason": [
+                f"rehire_conflict: Frankli user with this email is linked to object id {old}, "
+                "which still exists in Entra"
+                for old in conflict_rows["old_external_id"]
+            ],
+        }
+    )
+    linked = found[~old_still_exists].drop(columns=["email_key"])
+    links = pd.DataFrame(
+        {
+            "user_id": linked["user_id"],
+            "external_id": linked["external_id"],
+            "old_external_id": linked["old_external_id"],
+            "email": linked["email"],
+            "kind": ["adopt" if old is None or pd.isna(old) else "rehire" for old in linked["old_external_id"]],
+        }
+    )
+    matched = pd.concat([matched, linked.drop(columns=["old_external_id"])], ignore_index=True)
+    return matched, links, conflicts, creates
+
+
+def _drop_admin_archived(matched: pd.DataFrame, users: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A user archived by a Frankli admin stays archived and untouched."""
+    status = users.set_index("id")[["status", "archived_by"]]
+    info = status.reindex(matched["user_id"].to_numpy())
+    by_admin = (info["status"].to_numpy() == "archived") & (info["archived_by"].to_numpy() != SYNC)
+    return matched[~by_admin], matched[by_admin]
+
+
+def _email_collisions(matched: pd.DataFrame, creates: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose email would duplicate the email of a Frankli user they are not."""
+    taken = set(users.loc[~users["id"].isin(matched["user_id"]), "email_key"].dropna())
+    incoming = pd.concat([matched, creates], ignore_index=True)
+    keys = name_key(incoming["email"])
+    hit = incoming[keys.isin(taken).to_numpy()]
+    return pd.DataFrame(
+        {
+            "external_id": hit["external_id"],
+            "email": hit["email"],
+            "reason": "email_in_use: another Frankli user already has this email",
+        }
+    )
+
+
+def _resolve_managers(
+    active: pd.DataFrame, present: pd.Series, synced_ids: set[str], admin_archived: set[str]
+) -> tuple[dict[str, str | None], dict[str, list[dict[str, Any]]]]:
+    """Manager object id per synced user; out-of-scope managers and cycles are reported and dropped."""
+    problems: list[dict[str, Any]] = []
+    managers: dict[str, str | None] = {}
+    rows = active[active["external_id"].isin(synced_ids)][["external_id", "email", "manager"]]
+    emails = dict(zip(rows["external_id"], rows["email"], strict=True))
+    for external_id, manager in zip(rows["external_id"], rows["manager"], strict=True):
+        if manager is None or manager in synced_ids:
+            managers[external_id] = manager
+            continue
+        if manager in admin_archived:
+            reason = "archived_in_frankli"
+        elif manager in present.index:
+            reason = str(present[manager]) if present[manager] != ACTIVE else "conflict"
+        else:
+            reason = "not_in_source"
+        problems.append(
+            {"external_id": external_id, "email": emails[external_id], "manager_id": manager, "reason": reason}
+        )
+        managers[external_id] = None
+    cycles = _break_cycles(managers)
+    return managers, {
+        "manager_problems": problems,
+        "manager_cycles": [{"members": [(m, emails.get(m)) for m in cycle]} for cycle in cycles],
+    }
+
+
+def _break_cycles(managers: dict[str, str | None]) -> list[list[str]]:
+    """Find manager cycles; break each by dropping the manager of its smallest object id."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    cycles: list[list[str]] = []
+    for start in managers:
+        path: list[str] = []
+        node: str | None = start
+        while node is not None and node in managers and state.get(node) is None:
+            state[node] = 1
+            path.append(node)
+            node = managers[node]
+        if node is not None and state.get(node) == 1:
+            cycle = path[path.index(node) :]
+            cycles.append(sorted(cycle))
+            managers[min(cycle)] = None
+        for visited in path:
+            state[visited] = 2
+    return cycles
+
+
+def _resolve_entities(
+    written: pd.DataFrame,
+    entities: Mapping[str, pd.DataFrame],
+    previous: pd.DataFrame | None,
+    always: tuple[str, ...],
+) -> tuple[dict[str, pd.Series], pd.DataFrame, list[dict[str, Any]]]:
+    """Per entity field: the key each written user will reference, the entities to create, orphans."""
+    keys: dict[str, pd.Series] = {}
+    creates: list[dict[str, str]] = []
+    orphans: list[dict[str, Any]] = []
+    prev = previous.set_index("external_id") if previous is not None and len(previous) else None
+    for field_name, table in ENTITY_FIELDS.items():
+        frame = entities.get(table, empty_entities())
+        live = frame[frame["deleted_at"].isna()]
+        live_keys = set(name_key(live["name"]).dropna())
+        deleted_keys = set(name_key(frame.loc[frame["deleted_at"].notna(), "name"]).dropna()) - live_keys
+        applies = (written["_fields"] == "all") | (field_name in always)
+        key = name_key(written[field_name]).where(applies, None)
+        if prev is not None and field_name in prev:
+            before = name_key(prev[field_name]).reindex(written["external_id"].to_numpy()).to_numpy()
+            in_prev = written["external_id"].isin(prev.index).to_numpy()
+            unchanged = pd.Series(in_prev & (before == key.to_numpy()), index=written.index)
+        else:
+            unchanged = pd.Series(False, index=written.index)
+        orphan = key.isin(deleted_keys) & unchanged
+        for row in written[orphan].itertuples():
+            orphans.append(
+                {
+                    "external_id": row.external_id,
+                    "email": row.email,
+                    "field": field_name,
+                    "value": getattr(row, field_name),
+                    "action": f"{field_name} {getattr(row, field_name)!r} was deleted in Frankli: "
+                    "set a new value in Entra",
+                }
+            )
+        key = key.where(~orphan, None)
+        keys[field_name] = key
+        missing = key.notna() & ~key.isin(live_keys)
+        # Built column by column: assigning a Series to an empty frame would adopt the Series' index.
+        new = pd.DataFrame(
+            {
+                "key": key[missing],
+                "name": clean_text(written.loc[missing, field_name]),
+                "by": written.loc[missing, "external_id"],
+            }
+        )
+        new = new.sort_values("by").drop_duplicates("key")
+        creates += [{"table": table, "key": k, "name": v} for k, v in zip(new["key"], new["name"], strict=True)]
+    entity_creates = pd.DataFrame(creates, columns=["table", "key", "name"])
+    return keys, entity_creates, orphans
+
+
+def _current_references(users: pd.DataFrame, entities: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The current value of each synced field in the plan's terms (entity keys, manager object ids)."""
+    current = users.set_index("id")
+    out = pd.DataFrame(index=current.index)
+    for text in TEXT_FIELDS:
+        out[text] = current[text]
+    for field_name, table in ENTITY_FIELDS.items():
+        frame = entities.get(table, empty_entities())
+        live = frame[frame["deleted_at"].isna()]
+        by_id = dict(zip(live["id"], name_key(live["name"]), strict=True))
+        out[field_name] = current[f"{field_name}_id"].map(
+            lambda ref, by_id=by_id: None if ref is None else by_id.get(ref, DELETED_REF)
+        )
+    external = current["external_id"]
+    out["manager"] = current["manager_id"].map(
+        lambda ref: None if ref is None else (external.get(ref) or f"{UNMANAGED_REF}{ref}")
+    )
+    return out.astype("object")
+
+
+def _changed_users(
+    written: pd.DataFrame, users: pd.DataFrame, entities: Mapping[str, pd.DataFrame], always: tuple[str, ...]
+) -> pd.DataFrame:
+    """Matched users whose always-synced fields differ from Frankli, with before → after per field."""
+    columns = ["user_id", "external_id", *always, "changes"]
+    if written.empty or not always:
+        return pd.DataFrame(columns=columns)
+    current = _current_references(users, entities).reindex(written["user_id"].to_numpy())
+    differs = pd.DataFrame(index=written.index)
+    for name in always:
+        after = written[name].to_numpy()
+        before = current[name].to_numpy()
+        differs[name] = [a != b for a, b in zip(after, before, strict=True)]
+    changed = written[differs.any(axis=1).to_numpy()].copy()
+    if changed.empty:
+        return pd.DataFrame(columns=columns)
+    before_rows = current.reindex(changed["user_id"].to_numpy())
+    changes = []
+    flags = differs.loc[changed.index]
+    for (_, after), (_, before), (_, flag) in zip(
+        changed[list(always)].iterrows(), before_rows[list(always)].iterrows(), flags.iterrows(), strict=True
+    ):
+        changes.append({n: [_shown(before[n]), after[n]] for n in always if flag[n]})
+    changed["changes"] = changes
+    return changed[columns].reset_index(drop=True)
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(DELETED_REF):
+        return "(deleted in Frankli)"
+    if isinstance(value, str) and value.startswith(UNMANAGED_REF):
+        return f"(Frankli user {value[len(UNMANAGED_REF) :]})"
+    return value
+
+
+def _restores(matched: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
+    """Users the sync archived that are back in Entra: restored to the status they had."""
+    current = users.set_index("id")
+    rows = matched.merge(
+        current[["status", "status_before_archive", "archived_by"]], left_on="user_id", right_index=True
+    )
+    back = rows[(rows["status"] == "archived") & (rows["archived_by"] == SYNC)]
+    return pd.DataFrame(
+        {
+            "user_id": back["user_id"],
+            "external_id": back["external_id"],
+            "email": back["email"],
+            "status": back["status_before_archive"].map(lambda s: s or "uninvited"),
+        }
+    ).reset_index(drop=True)
+
+
+def _archives(
+    users: pd.DataFrame, present: pd.Series, matched_ids: set[Any], deleted_ids: frozenset[str]
+) -> pd.DataFrame:
+    """Managed, not yet archived Frankli users that Entra no longer holds as active users."""
+    managed = users[users["external_id"].notna() & (users["status"] != "archived") & ~users["id"].isin(matched_ids)]
+    status = managed["external_id"].map(present)
+    reasons = []
+    for external_id, in_source in zip(managed["external_id"], status, strict=True):
+        if in_source is None or pd.isna(in_source):
+            reasons.append("deleted" if external_id in deleted_ids else "not_in_source")
+        elif in_source in (DISABLED, OUT_OF_SCOPE):
+            reasons.append(in_source)
+        else:  # active but unmatched (conflict) or quarantined: they exist in Entra, keep them
+            reasons.append(None)
+    archives = pd.DataFrame(
+        {
+            "user_id": managed["id"],
+            "external_id": managed["external_id"],
+            "email": managed["email"],
+            "status": managed["status"],
+            "reason": reasons,
+        }
+    )
+    return archives[archives["reason"].notna()].reset_index(drop=True)
+
+
+def _only_user(plan: Plan, upn: str, users: pd.DataFrame) -> Plan:
+    """Keep only the actions about one user (by UPN / email), and the entities it needs."""
+    key = upn.strip().casefold()
+    ids = set(users.loc[users["email_key"] == key, "id"])
+
+    def about(frame: pd.DataFrame) -> pd.DataFrame:
+        by_email = name_key(frame["email"]) == key if "email" in frame else False
+        by_id = frame["user_id"].isin(ids) if "user_id" in frame else False
+        return frame[by_email | by_id].reset_index(drop=True)
+
+    creates, updates = about(plan.creates), about(plan.updates)
+    needed = set()
+    for field_name, table in ENTITY_FIELDS.items():
+        for frame in (creates, updates):
+            if field_name in frame:
+                needed |= {(table, k) for k in frame[field_name].dropna()}
+    entity_creates = plan.entity_creates[
+        [(t, k) in needed for t, k in zip(plan.entity_creates["table"], plan.entity_creates["key"], strict=True)]
+    ]
+    return Plan(
+        entity_creates=entity_creates.reset_index(drop=True),
+        creates=creates,
+        updates=updates,
+        links=about(plan.links),
+        restores=about(plan.restores),
+        archives=about(plan.archives),
+        conflicts=about(plan.conflicts),
+        findings={k: [f for f in v if _mentions(f, key)] for k, v in plan.findings.items()},
+        always_fields=plan.always_fields,
+    )
+
+
+def _mentions(finding: dict[str, Any], key: str) -> bool:
+    email = finding.get("email")
+    return isinstance(email, str) and email.casefold() == key

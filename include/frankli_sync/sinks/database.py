@@ -1,0 +1,332 @@
+"""Frankli database sink: read an organisation's state, apply a plan in one transaction.
+
+Every write is a bulk statement (multi-row INSERT, executemany UPDATE with
+bound parameters): no per-user round trips. The same code runs on SQLite (the
+embedded default) and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, and_, bindparam, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from frankli_sync.plan import SYNC, FrankliState, Plan
+from frankli_sync.sinks.schema import ENTITY_TABLES, create_schema, organisations, sync_audit, users
+from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS, name_key
+
+STATE_COLUMNS = (
+    "id",
+    "external_id",
+    *TEXT_FIELDS,
+    "role_id",
+    "department_id",
+    "site_id",
+    "manager_id",
+    "status",
+    "status_before_archive",
+    "archived_by",
+)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    external_id: str | None
+    email: str | None
+    action: str
+    details: dict[str, Any]
+
+
+@contextmanager
+def organisation_transaction(engine: Engine, organisation: str) -> Iterator[tuple[Connection, int]]:
+    """One transaction on the organisation, with its row locked so loads never interleave."""
+    with engine.begin() as connection:
+        create_schema(connection)
+        org_id = connection.execute(
+            select(organisations.c.id).where(organisations.c.name == organisation)
+        ).scalar_one_or_none()
+        if org_id is None:
+            org_id = connection.execute(insert(organisations).values(name=organisation)).inserted_primary_key[0]
+        connection.execute(select(organisations.c.id).where(organisations.c.id == org_id).with_for_update())
+        yield connection, int(org_id)
+
+
+def read_state(connection: Connection, org_id: int) -> FrankliState:
+    """The organisation's users and entities as object-dtype frames (ints stay ints, NULL is None)."""
+    user_rows = connection.execute(
+        select(*(users.c[c] for c in STATE_COLUMNS)).where(users.c.organisation_id == org_id).order_by(users.c.id)
+    )
+    entities = {}
+    for name, table in ENTITY_TABLES.items():
+        rows = connection.execute(
+            select(table.c.id, table.c.name, table.c.deleted_at)
+            .where(table.c.organisation_id == org_id)
+            .order_by(table.c.id)
+        )
+        entities[name] = _frame(rows, ("id", "name", "deleted_at"))
+    return FrankliState(users=_frame(user_rows, STATE_COLUMNS), entities=entities)
+
+
+def _frame(result: Iterable[Any], columns: Iterable[str]) -> pd.DataFrame:
+    columns = tuple(columns)
+    rows = [tuple(r) for r in result]
+    return pd.DataFrame({c: pd.Series([r[i] for r in rows], dtype="object") for i, c in enumerate(columns)})
+
+
+def apply_upserts(
+    connection: Connection,
+    org_id: int,
+    plan: Plan,
+    run_id: str,
+    now: datetime,
+    quarantined: Iterable[AuditEntry] = (),
+) -> dict[str, int]:
+    """Create entities, link, create, update and restore users, set managers; audit each user action."""
+    _create_entities(connection, org_id, plan.entity_creates, now)
+    keys = _entity_ids(connection, org_id)
+    audit: list[AuditEntry] = []
+
+    if len(plan.links):
+        _bulk_update(
+            connection,
+            [{"b_id": r.user_id, "p_external_id": r.external_id, "b_now": now} for r in plan.links.itertuples()],
+        )
+        audit += [
+            AuditEntry(r.external_id, r.email, "link", {"kind": r.kind, "old_external_id": _none(r.old_external_id)})
+            for r in plan.links.itertuples()
+        ]
+
+    if len(plan.creates):
+        records = plan.creates.to_dict("records")
+        connection.execute(insert(users), [_user_values(r, keys, org_id, now, fields=_written(r)) for r in records])
+        audit += [
+            AuditEntry(r["external_id"], r.get("email"), "create", {"fields": _audited(r, _written(r))})
+            for r in records
+        ]
+
+    plain_fields = [f for f in plan.always_fields if f != "manager"]
+    if len(plan.updates) and plain_fields:
+        params = []
+        for record in plan.updates.to_dict("records"):
+            row = _user_values(record, keys, org_id, now, fields=plain_fields)
+            params.append({"b_id": record["user_id"], "b_now": now, **{f"p_{k}": v for k, v in row.items()}})
+        _bulk_update(connection, params)
+    audit += [
+        AuditEntry(r["external_id"], r.get("email"), "update", {"changes": r["changes"]})
+        for r in plan.updates.to_dict("records")
+    ]
+
+    if len(plan.restores):
+        cleared = dict.fromkeys(("p_status_before_archive", "p_archived_reason", "p_archived_by", "p_archived_at"))
+        _bulk_update(
+            connection,
+            [{"b_id": r.user_id, "p_status": r.status, "b_now": now, **cleared} for r in plan.restores.itertuples()],
+        )
+        audit += [
+            AuditEntry(r.external_id, r.email, "restore", {"status": r.status}) for r in plan.restores.itertuples()
+        ]
+
+    _set_managers(connection, org_id, plan, now)
+    audit += _new_quarantines(connection, org_id, run_id, quarantined)
+    _write_audit(connection, org_id, run_id, now, audit)
+    return _count(audit)
+
+
+def apply_archives(connection: Connection, org_id: int, archives: pd.DataFrame, run_id: str, now: datetime) -> int:
+    """Archive users (status kept in `status_before_archive` so a restore can put it back)."""
+    if archives.empty:
+        return 0
+    statement = (
+        update(users)
+        .where(and_(users.c.id == bindparam("b_id"), users.c.status != "archived"))
+        .values(
+            status="archived",
+            status_before_archive=bindparam("b_before"),
+            archived_reason=bindparam("b_reason"),
+            archived_by=SYNC,
+            archived_at=bindparam("b_now"),
+            updated_at=bindparam("b_now"),
+        )
+    )
+    records = archives.to_dict("records")
+    connection.execute(
+        statement,
+        [{"b_id": r["user_id"], "b_before": r["status"], "b_reason": r["reason"], "b_now": now} for r in records],
+    )
+    _write_audit(
+        connection,
+        org_id,
+        run_id,
+        now,
+        [
+            AuditEntry(r["external_id"], r["email"], "archive", {"reason": r["reason"], "status_before": r["status"]})
+            for r in records
+        ],
+    )
+    return len(records)
+
+
+def _create_entities(connection: Connection, org_id: int, creates: pd.DataFrame, now: datetime) -> None:
+    for table_name, group in creates.groupby("table"):
+        connection.execute(
+            insert(ENTITY_TABLES[str(table_name)]),
+            [
+                {"organisation_id": org_id, "name": name, "created_by": SYNC, "created_at": now}
+                for name in group["name"]
+            ],
+        )
+
+
+def _entity_ids(connection: Connection, org_id: int) -> dict[str, dict[str, int]]:
+    """Name key → id of the live entity (the oldest when Frankli holds duplicates), per table."""
+    result: dict[str, dict[str, int]] = {}
+    for name, table in ENTITY_TABLES.items():
+        rows = connection.execute(
+            select(table.c.id, table.c.name)
+            .where(table.c.organisation_id == org_id, table.c.deleted_at.is_(None))
+            .order_by(table.c.id.desc())
+        ).all()
+        keys = name_key(pd.Series([r.name for r in rows], dtype="object"))
+        result[name] = dict(zip(keys, (r.id for r in rows), strict=True))
+    return result
+
+
+def _column(field: str) -> str:
+    return f"{field}_id" if field in ENTITY_FIELDS else field
+
+
+def _written(record: Mapping[str, Any]) -> list[str]:
+    return [f for f in (*TEXT_FIELDS, *ENTITY_FIELDS) if f in record]
+
+
+def _user_values(
+    record: Mapping[str, Any], keys: Mapping[str, Mapping[str, int]], org_id: int, now: datetime, fields: Iterable[str]
+) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for field in fields:
+        value = _none(record.get(field))
+        if field in ENTITY_FIELDS:
+            values[_column(field)] = keys[ENTITY_FIELDS[field]].get(value) if value is not None else None
+        elif field == "start_date":
+            values[field] = date.fromisoformat(value) if value else None
+        else:
+            values[field] = value
+    if "status" in record:  # a create
+        values.update(
+            organisation_id=org_id,
+            external_id=record["external_id"],
+            status=record["status"],
+            created_at=now,
+            updated_at=now,
+        )
+    return values
+
+
+def _audited(record: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+    return {f: _none(record.get(f)) for f in fields if _none(record.get(f)) is not None}
+
+
+def _bulk_update(connection: Connection, params: list[dict[str, Any]]) -> None:
+    """One executemany ``UPDATE users SET <col> = :p_<col> … WHERE id = :b_id`` (bound parameters only).
+
+    Every parameter set has the same keys: ``b_id``, ``b_now`` and one ``p_<column>`` per column set.
+    """
+    if not params:
+        return
+    columns = [key[2:] for key in params[0] if key.startswith("p_")]
+    values: dict[str, Any] = {column: bindparam(f"p_{column}") for column in columns}
+    values["updated_at"] = bindparam("b_now")
+    connection.execute(update(users).where(users.c.id == bindparam("b_id")).values(values), params)
+
+
+def _set_managers(connection: Connection, org_id: int, plan: Plan, now: datetime) -> None:
+    """Resolve manager object ids to user ids once every user of the plan exists."""
+    rows = []
+    if "manager" in plan.creates:
+        rows += list(zip(plan.creates["external_id"], plan.creates["manager"], strict=True))
+    if "manager" in plan.always_fields and len(plan.updates):
+        rows += list(zip(plan.updates["external_id"], plan.updates["manager"], strict=True))
+    if not rows:
+        return
+    ids = dict(
+        connection.execute(
+            select(users.c.external_id, users.c.id).where(
+                users.c.organisation_id == org_id, users.c.external_id.is_not(None)
+            )
+        ).all()
+    )
+    params = [
+        {"b_id": ids[user], "p_manager_id": ids.get(manager) if _none(manager) else None, "b_now": now}
+        for user, manager in rows
+        if user in ids
+    ]
+    _bulk_update(connection, params)
+
+
+def _new_quarantines(
+    connection: Connection, org_id: int, run_id: str, quarantined: Iterable[AuditEntry]
+) -> list[AuditEntry]:
+    """Quarantine entries not yet audited for this run (a cleared task must not duplicate them)."""
+    done = set(
+        connection.execute(
+            select(sync_audit.c.external_id, sync_audit.c.email).where(
+                sync_audit.c.organisation_id == org_id,
+                sync_audit.c.run_id == run_id,
+                sync_audit.c.action == "quarantine",
+            )
+        ).all()
+    )
+    return [q for q in quarantined if (q.external_id, q.email) not in done]
+
+
+def _write_audit(connection: Connection, org_id: int, run_id: str, now: datetime, entries: list[AuditEntry]) -> None:
+    if not entries:
+        return
+    connection.execute(
+        insert(sync_audit),
+        [
+            {
+                "organisation_id": org_id,
+                "run_id": run_id,
+                "external_id": e.external_id,
+                "email": e.email,
+                "action": e.action,
+                "details": e.details,
+                "created_at": now,
+            }
+            for e in entries
+        ],
+    )
+
+
+def _count(entries: Iterable[AuditEntry]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for entry in entries:
+        counts[entry.action] = counts.get(entry.action, 0) + 1
+    return counts
+
+
+def _none(value: Any) -> Any:
+    """pandas' missing values (NaN, NA) as None, so they bind as SQL NULL."""
+    if value is None:
+        return None
+    try:
+        return None if pd.isna(value) else value
+    except (TypeError, ValueError):
+        return value
+
+
+def audit_counts(connection: Connection, org_id: int, run_id: str) -> dict[str, int]:
+    """Actions written for one run, from `sync_audit`."""
+    rows = connection.execute(
+        select(sync_audit.c.action, func.count())
+        .where(sync_audit.c.organisation_id == org_id, sync_audit.c.run_id == run_id)
+        .group_by(sync_audit.c.action)
+    ).all()
+    return {action: int(n) for action, n in rows}

@@ -1,0 +1,105 @@
+"""The Frankli database schema (DESIGN.md §4): column names are part of the public contract."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Connection
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identities.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+organisations = Table(
+    "organisations",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+)
+
+
+def _entity_table(name: str, *extra: Column) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("id", Id, primary_key=True, autoincrement=True),
+        Column("organisation_id", Id, ForeignKey("organisations.id"), nullable=False),
+        Column("name", String(255), nullable=False),
+        Column("created_by", String(32), nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("deleted_at", DateTime(timezone=True)),
+        *extra,
+        Index(f"ix_{name}_organisation_id", "organisation_id"),
+    )
+
+
+sites = _entity_table("sites")
+departments = _entity_table("departments")
+roles = _entity_table("roles", Column("grade", String(64)))
+ENTITY_TABLES = {"sites": sites, "departments": departments, "roles": roles}
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("organisation_id", Id, ForeignKey("organisations.id"), nullable=False),
+    Column("external_id", String(64)),
+    Column("email", String(320)),
+    Column("first_name", String(255)),
+    Column("last_name", String(255)),
+    Column("role_id", Id, ForeignKey("roles.id")),
+    Column("department_id", Id, ForeignKey("departments.id")),
+    Column("site_id", Id, ForeignKey("sites.id")),
+    Column("manager_id", Id, ForeignKey("users.id")),
+    Column("street_address", String(255)),
+    Column("city", String(255)),
+    Column("postal_code", String(64)),
+    Column("country", String(255)),
+    Column("phone", String(64)),
+    Column("mobile_phone", String(64)),
+    Column("start_date", Date),
+    Column("status", String(16), nullable=False),
+    Column("status_before_archive", String(16)),
+    Column("archived_reason", String(32)),
+    Column("archived_by", String(32)),
+    Column("archived_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("organisation_id", "external_id", name="uq_users_organisation_external_id"),
+    Index("ix_users_organisation_email", "organisation_id", "email"),
+)
+
+sync_audit = Table(
+    "sync_audit",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("organisation_id", Id, ForeignKey("organisations.id"), nullable=False),
+    Column("run_id", String(250), nullable=False),
+    Column("external_id", String(64)),
+    Column("email", String(320)),
+    Column("action", String(16), nullable=False),
+    Column("details", JSON),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_sync_audit_run", "organisation_id", "run_id"),
+)
+
+AUDIT_ACTIONS = ("create", "update", "archive", "restore", "link", "quarantine")
+USER_STATUSES = ("uninvited", "invited", "active", "archived")
+
+
+def create_schema(connection: Connection) -> None:
+    """Create the Frankli tables that are missing (the pipeline owns the schema when it is absent)."""
+    metadata.create_all(connection, checkfirst=True)

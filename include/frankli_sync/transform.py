@@ -1,0 +1,95 @@
+"""Entra rows → the Frankli users they should become (pure pandas, no I/O).
+
+The output of `desired_users` is one row per staged Entra user with the Frankli
+field values the tenant's mapping asks for, already normalised: strings
+trimmed, whitespace-only values turned into "cleared" (None), dates as ISO
+``YYYY-MM-DD``. It also says, per row, whether the user is to be synced
+(`status_in_source`): ``active``, ``disabled``, ``out_of_scope`` or
+``quarantined``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import pandas as pd
+
+from frankli_sync.config import FieldMapping, ScopeSettings
+
+# Frankli user fields that are plain text columns of `users`.
+TEXT_FIELDS: tuple[str, ...] = (
+    "email",
+    "first_name",
+    "last_name",
+    "street_address",
+    "city",
+    "postal_code",
+    "country",
+    "phone",
+    "mobile_phone",
+    "start_date",
+)
+# Frankli fields that reference an organisation entity, and the entity table behind each.
+ENTITY_FIELDS: dict[str, str] = {"role": "roles", "department": "departments", "site": "sites"}
+SYNCED_FIELDS: tuple[str, ...] = (*TEXT_FIELDS, *ENTITY_FIELDS, "manager")
+
+ACTIVE, DISABLED, OUT_OF_SCOPE, QUARANTINED = "active", "disabled", "out_of_scope", "quarantined"
+
+
+def clean_text(values: pd.Series) -> pd.Series:
+    """Trim strings; empty or whitespace-only means cleared (None). Keeps object dtype."""
+    as_text = values.astype("object").where(values.notna(), None)
+    stripped = as_text.map(lambda v: v.strip() if isinstance(v, str) else v)
+    return stripped.map(lambda v: None if isinstance(v, str) and not v else v).astype("object")
+
+
+def iso_date(values: pd.Series) -> pd.Series:
+    """Graph dates (``2021-03-01T00:00:00Z``) or dates → ``2021-03-01``; missing stays None."""
+    cleaned = clean_text(values.map(lambda v: v.isoformat() if hasattr(v, "isoformat") else v))
+    return cleaned.map(lambda v: v[:10] if isinstance(v, str) else None).astype("object")
+
+
+def name_key(values: pd.Series) -> pd.Series:
+    """The matching key of entity names and emails: trimmed, case-folded; None when cleared."""
+    return clean_text(values).map(lambda v: v.casefold() if isinstance(v, str) else None).astype("object")
+
+
+def desired_users(
+    staged: pd.DataFrame,
+    mapping: Mapping[str, FieldMapping],
+    scope: ScopeSettings,
+    quarantined_ids: Iterable[str] = (),
+) -> pd.DataFrame:
+    """One row per staged Entra user: its Frankli field values and whether it is synced.
+
+    Columns: ``external_id``, ``upn_key`` (case-folded UPN, the adoption key),
+    ``status_in_source``, then every field of `SYNCED_FIELDS` (``manager``
+    holds the manager's object id).
+    """
+    out = pd.DataFrame(index=staged.index)
+    out["external_id"] = clean_text(staged["object_id"])
+    out["upn_key"] = name_key(staged["user_principal_name"])
+    for field, rule in mapping.items():
+        source = staged[rule.column]
+        out[field] = iso_date(source) if field == "start_date" else clean_text(source)
+    out["status_in_source"] = _status_in_source(staged, scope, set(quarantined_ids))
+    return out.reset_index(drop=True)
+
+
+def scope_status(staged: pd.DataFrame, scope: ScopeSettings) -> pd.Series:
+    """Per staged row: ``active``, ``disabled`` or ``out_of_scope`` (before validation)."""
+    enabled = staged["account_enabled"].map(lambda v: v is True or v == 1 or v == "true")
+    guest = staged["user_type"].astype("object").map(lambda v: isinstance(v, str) and v.lower() == "guest")
+    status = pd.Series(ACTIVE, index=staged.index, dtype="object")
+    status[~enabled] = DISABLED
+    if scope.exclude_guests:
+        status[guest] = OUT_OF_SCOPE
+    if scope.only_enabled:
+        status[~enabled] = OUT_OF_SCOPE
+    return status
+
+
+def _status_in_source(staged: pd.DataFrame, scope: ScopeSettings, quarantined: set[str]) -> pd.Series:
+    status = scope_status(staged, scope)
+    status[staged["object_id"].isin(quarantined) | staged["object_id"].isna()] = QUARANTINED
+    return status

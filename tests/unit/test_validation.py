@@ -1,0 +1,282 @@
+"""The GX validation gate: which staged users are quarantined or warned about, and why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from frankli_sync.entra import STAGED_COLUMNS
+from frankli_sync.validation import (
+    DEFAULT_REQUIRED_FIELDS,
+    SUITE_NAME,
+    ValidationOutcome,
+    ValidationSettings,
+    checked_columns,
+    prepare,
+    validate_users,
+)
+
+pytestmark = pytest.mark.unit
+
+GUEST_UPN = "jane_gmail.com#EXT#@contoso.example"
+
+
+def user(object_id: str | None, upn: str | None, **overrides: Any) -> dict[str, Any]:
+    """A staged row that passes every rule unless overridden."""
+    row: dict[str, Any] = dict.fromkeys(STAGED_COLUMNS)
+    row.update(
+        object_id=object_id,
+        user_principal_name=upn,
+        mail=upn,
+        given_name="Ann",
+        surname="Lee",
+        department="Operations",
+        manager_id="mgr-1",
+        account_enabled=True,
+    )
+    row.update(overrides)
+    return row
+
+
+# Index label -> staged row. Labels deliberately differ from object ids, so the tests also
+# show that the outcome keeps the caller's index (object ids can be missing or shared).
+ROWS: dict[str, dict[str, Any]] = {
+    "clean": user("id-clean", "ann@contoso.example"),
+    # Case and surrounding blanks differ from the UPN: still equal after normalising.
+    "clean_mixed_case_mail": user("id-mixed", "bob@contoso.example", mail="  Bob@Contoso.example "),
+    "clean_disabled": user("id-disabled", "cy@contoso.example", account_enabled=False),
+    "dup_id_a": user("id-dup", "dupa@contoso.example"),
+    "dup_id_b": user("id-dup", "dupb@contoso.example"),
+    "dup_upn_a": user("id-upn-a", "Same@contoso.example"),
+    "dup_upn_b": user("id-upn-b", "same@contoso.example"),
+    "guest": user("id-guest", GUEST_UPN, mail="jane@gmail.com"),
+    "no_mail": user("id-no-mail", "nm@contoso.example", mail=None),
+    "blank_given_name": user("id-blank-given", "bg@contoso.example", given_name="   "),
+    "bad_upn_format": user("id-bad-upn", "not-an-address"),
+    "bad_mail_format": user("id-bad-mail", "bm@contoso.example", mail="bm@contoso"),
+    "no_object_id": user("  ", "noid@contoso.example"),
+    "no_upn": user("id-no-upn", None, mail="nu@contoso.example"),
+    "enabled_missing": user("id-enabled-missing", "em@contoso.example", account_enabled=None),
+    "enabled_text": user("id-enabled-text", "et@contoso.example", account_enabled="yes"),
+    "enabled_int": user("id-enabled-int", "ei@contoso.example", account_enabled=1),
+    "warn_only": user("id-warn", "warn@contoso.example", department=None, manager_id="  "),
+}
+
+EXPECTED_QUARANTINE: dict[str, list[tuple[str, str | None]]] = {
+    "dup_id_a": [("unique_object_id", "id-dup")],
+    "dup_id_b": [("unique_object_id", "id-dup")],
+    "dup_upn_a": [("unique_upn", "Same@contoso.example")],
+    "dup_upn_b": [("unique_upn", "same@contoso.example")],
+    "guest": [("upn_equals_mail", f"UPN {GUEST_UPN} ≠ mail jane@gmail.com")],
+    "no_mail": [("required:mail", None)],
+    "blank_given_name": [("required:given_name", None)],
+    "bad_upn_format": [("upn_format", "not-an-address"), ("mail_format", "not-an-address")],
+    "bad_mail_format": [
+        ("mail_format", "bm@contoso"),
+        ("upn_equals_mail", "UPN bm@contoso.example ≠ mail bm@contoso"),
+    ],
+    "no_object_id": [("required:object_id", None)],
+    "no_upn": [("required:user_principal_name", None)],
+    "enabled_missing": [("required:account_enabled", None)],
+    "enabled_text": [("account_enabled_boolean", "yes")],
+    "enabled_int": [("account_enabled_boolean", "1")],
+}
+
+
+def staged_users() -> pd.DataFrame:
+    return pd.DataFrame(list(ROWS.values()), index=list(ROWS))
+
+
+def reasons_by_label(frame: pd.DataFrame) -> dict[str, list[tuple[str, str | None]]]:
+    return {
+        label: [(reason["expectation"], reason["value"]) for reason in reasons]
+        for label, reasons in frame["reasons"].items()
+    }
+
+
+@pytest.fixture(scope="module")
+def docs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data_docs")
+
+
+@pytest.fixture(scope="module")
+def outcome(docs_dir: Path) -> ValidationOutcome:
+    # One GX run shared by the tests below: GX takes seconds to import and run.
+    return validate_users(staged_users(), docs_dir=docs_dir, run_name="unit-test-run")
+
+
+def test_quarantines_exactly_the_failing_rows_with_their_reasons(outcome: ValidationOutcome) -> None:
+    assert reasons_by_label(outcome.quarantined) == EXPECTED_QUARANTINE
+    # Reasons are listed in suite order, so the comparison above is order-exact too.
+    assert list(outcome.quarantined.columns) == ["object_id", "user_principal_name", "reasons"]
+
+
+def test_quarantined_object_ids(outcome: ValidationOutcome) -> None:
+    assert set(outcome.quarantined["object_id"].dropna()) == {
+        "id-dup",
+        "id-upn-a",
+        "id-upn-b",
+        "id-guest",
+        "id-no-mail",
+        "id-blank-given",
+        "id-bad-upn",
+        "id-bad-mail",
+        "id-no-upn",
+        "id-enabled-missing",
+        "id-enabled-text",
+        "id-enabled-int",
+    }
+    # The row without an object id is reported with None, not "" or "  ".
+    assert outcome.quarantined.loc["no_object_id", "object_id"] is None
+
+
+def test_duplicate_object_id_quarantines_every_sharing_row(outcome: ValidationOutcome) -> None:
+    shared = outcome.quarantined[outcome.quarantined["object_id"] == "id-dup"]
+    assert sorted(shared["user_principal_name"]) == ["dupa@contoso.example", "dupb@contoso.example"]
+
+
+def test_duplicate_upn_is_caught_case_insensitively(outcome: ValidationOutcome) -> None:
+    reasons = reasons_by_label(outcome.quarantined)
+    assert reasons["dup_upn_a"] == [("unique_upn", "Same@contoso.example")]
+    assert reasons["dup_upn_b"] == [("unique_upn", "same@contoso.example")]
+
+
+def test_whitespace_only_required_field_counts_as_missing(outcome: ValidationOutcome) -> None:
+    assert reasons_by_label(outcome.quarantined)["blank_given_name"] == [("required:given_name", None)]
+
+
+def test_missing_mail_yields_only_the_required_field_reason(outcome: ValidationOutcome) -> None:
+    assert reasons_by_label(outcome.quarantined)["no_mail"] == [("required:mail", None)]
+
+
+def test_guest_upn_fails_only_the_mail_rule(outcome: ValidationOutcome) -> None:
+    reasons = reasons_by_label(outcome.quarantined)
+    assert reasons["guest"] == [("upn_equals_mail", f"UPN {GUEST_UPN} ≠ mail jane@gmail.com")]
+
+
+def test_clean_rows_pass(outcome: ValidationOutcome) -> None:
+    clean = {"clean", "clean_mixed_case_mail", "clean_disabled", "warn_only"}
+    assert clean.isdisjoint(outcome.quarantined.index)
+
+
+def test_warnings_are_reported_but_do_not_quarantine(outcome: ValidationOutcome) -> None:
+    assert reasons_by_label(outcome.warnings) == {
+        "warn_only": [("recommended:department", None), ("recommended:manager_id", None)]
+    }
+    assert outcome.warnings.loc["warn_only", "object_id"] == "id-warn"
+    assert "warn_only" not in outcome.quarantined.index
+
+
+def test_reasons_are_complete_and_json_serialisable(outcome: ValidationOutcome) -> None:
+    for frame, severity in ((outcome.quarantined, "critical"), (outcome.warnings, "warning")):
+        for reasons in frame["reasons"]:
+            json.dumps(reasons)  # they go to XCom and the quarantine table
+            for reason in reasons:
+                assert set(reason) == {"expectation", "column", "value", "severity"}
+                assert reason["severity"] == severity
+    guest = outcome.quarantined.loc["guest", "reasons"][0]
+    assert guest["column"] == "mail"
+    dup_upn = outcome.quarantined.loc["dup_upn_a", "reasons"][0]
+    assert dup_upn["column"] == "user_principal_name"  # not the lower-cased helper column
+
+
+def test_counts_and_statistics(outcome: ValidationOutcome) -> None:
+    assert outcome.checked == len(ROWS)
+    assert outcome.failed_share == pytest.approx(len(EXPECTED_QUARANTINE) / len(ROWS))
+    counts = {name: stat["unexpected_count"] for name, stat in outcome.statistics.items()}
+    assert counts == {
+        "required:object_id": 1,
+        "required:user_principal_name": 1,
+        "required:mail": 1,
+        "required:given_name": 1,
+        "required:surname": 0,
+        "required:account_enabled": 1,
+        "unique_object_id": 2,
+        "unique_upn": 2,
+        "upn_format": 1,
+        "mail_format": 2,
+        "upn_equals_mail": 2,
+        "account_enabled_boolean": 2,
+        "recommended:department": 1,
+        "recommended:manager_id": 1,
+    }
+    assert outcome.statistics["unique_upn"] == {
+        "expectation": "unique_upn",
+        "severity": "critical",
+        "unexpected_count": 2,
+    }
+    assert outcome.statistics["recommended:department"]["severity"] == "warning"
+
+
+def test_data_docs_index_is_written_and_mentions_the_suite(outcome: ValidationOutcome, docs_dir: Path) -> None:
+    assert outcome.docs_index == docs_dir / "index.html"
+    html = outcome.docs_index.read_text(encoding="utf-8")
+    assert SUITE_NAME in html
+    assert "unit-test-run" in html
+    assert list((docs_dir / "validations").rglob("*.html"))
+
+
+def test_input_frame_is_not_modified() -> None:
+    users = staged_users()
+    before = users.copy()
+    prepare(users, checked_columns())
+    pd.testing.assert_frame_equal(users, before)
+
+
+def test_empty_frame_validates_to_an_empty_outcome() -> None:
+    empty = pd.DataFrame({column: pd.Series(dtype=object) for column in STAGED_COLUMNS})
+    outcome = validate_users(empty)
+    assert outcome.checked == 0
+    assert outcome.failed_share == 0.0
+    assert outcome.quarantined.empty
+    assert outcome.warnings.empty
+    assert list(outcome.quarantined.columns) == ["object_id", "user_principal_name", "reasons"]
+    assert all(stat["unexpected_count"] == 0 for stat in outcome.statistics.values())
+    assert outcome.docs_index is None
+
+
+def test_settings_choose_required_and_warn_fields() -> None:
+    users = staged_users().loc[["clean", "warn_only"]]
+    outcome = validate_users(
+        users,
+        ValidationSettings(required_fields=(*DEFAULT_REQUIRED_FIELDS, "department"), warn_fields=("manager_id",)),
+    )
+    assert reasons_by_label(outcome.quarantined) == {"warn_only": [("required:department", None)]}
+    assert reasons_by_label(outcome.warnings) == {"warn_only": [("recommended:manager_id", None)]}
+
+
+def test_unknown_required_field_is_rejected_by_name() -> None:
+    with pytest.raises(ValueError, match="givn_name"):
+        ValidationSettings(required_fields=("user_principal_name", "givn_name"))
+    with pytest.raises(ValueError, match="dept"):
+        ValidationSettings(warn_fields=("dept",))
+
+
+def test_missing_column_is_rejected_by_name() -> None:
+    with pytest.raises(ValueError, match="surname"):
+        validate_users(staged_users().drop(columns=["surname"]))
+
+
+def test_non_frame_input_is_rejected() -> None:
+    with pytest.raises(ValueError, match="DataFrame"):
+        validate_users([ROWS["clean"]])  # type: ignore[arg-type]
+
+
+def test_prepare_normalises_text_and_keeps_booleans_strict() -> None:
+    users = pd.DataFrame(
+        [
+            user(" id-1 ", " a@contoso.example ", given_name="\t", account_enabled=False),
+            user("id-2", "B@contoso.example", account_enabled="true"),
+        ]
+    )
+    frame = prepare(users, checked_columns())
+    assert frame["object_id"].tolist() == ["id-1", "id-2"]
+    assert frame["user_principal_name"].tolist() == ["a@contoso.example", "B@contoso.example"]
+    assert frame["given_name"].isna().tolist() == [True, False]
+    assert frame["_upn_lower"].tolist() == ["a@contoso.example", "b@contoso.example"]
+    assert frame["_row"].tolist() == [0, 1]
+    # Only real booleans count as booleans: text "true" must fail the boolean rule.
+    assert frame["account_enabled"].tolist() == [False, "true"]
