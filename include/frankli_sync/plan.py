@@ -28,8 +28,10 @@ from frankli_sync.transform import (
     OUT_OF_SCOPE,
     TEXT_FIELDS,
     clean_text,
+    is_missing,
     iso_date,
     name_key,
+    objects,
 )
 
 SYNC = "directory_sync"
@@ -361,12 +363,11 @@ def _current_references(users: pd.DataFrame, entities: Mapping[str, pd.DataFrame
         frame = entities.get(table, empty_entities())
         live = frame[frame["deleted_at"].isna()]
         by_id = dict(zip(live["id"], name_key(live["name"]), strict=True))
-        out[field_name] = current[f"{field_name}_id"].map(
-            lambda ref, by_id=by_id: None if ref is None else by_id.get(ref, DELETED_REF)
-        )
-    external = current["external_id"]
-    out["manager"] = current["manager_id"].map(
-        lambda ref: None if ref is None else (external.get(ref) or f"{UNMANAGED_REF}{ref}")
+        refs = current[f"{field_name}_id"]
+        out[field_name] = objects((None if r is None else by_id.get(r, DELETED_REF) for r in refs), out.index)
+    external = current["external_id"].to_dict()
+    out["manager"] = objects(
+        (None if r is None else (external.get(r) or f"{UNMANAGED_REF}{r}") for r in current["manager_id"]), out.index
     )
     return out.astype("object")
 
@@ -383,7 +384,7 @@ def _changed_users(
     for name in always:
         after = written[name].to_numpy()
         before = current[name].to_numpy()
-        differs[name] = [a != b for a, b in zip(after, before, strict=True)]
+        differs[name] = [_differs(a, b) for a, b in zip(after, before, strict=True)]
     changed = written[differs.any(axis=1).to_numpy()].copy()
     if changed.empty:
         return pd.DataFrame(columns=columns)
@@ -396,6 +397,12 @@ def _changed_users(
         changes.append({n: [_shown(before[n]), after[n]] for n in always if flag[n]})
     changed["changes"] = changes
     return changed[columns].reset_index(drop=True)
+
+
+def _differs(after: Any, before: Any) -> bool:
+    if is_missing(after) or is_missing(before):
+        return is_missing(after) != is_missing(before)
+    return after != before
 
 
 def _shown(value: Any) -> Any:

@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 
 from frankli_sync.entra import STAGED_COLUMNS
+from frankli_sync.transform import json_ready
 
 metadata = MetaData()
 
@@ -154,7 +155,7 @@ class Staging:
         return (row.run_id, int(row.user_count or 0)) if row else None
 
     def save_document(self, tenant: str, run_id: str, kind: str, payload: Any) -> None:
-        text = json.dumps(payload, default=str, sort_keys=True)
+        text = json.dumps(json_ready(payload), default=str, sort_keys=True, allow_nan=False)
         with self.engine.begin() as connection:
             key = (
                 run_documents.c.tenant == tenant,

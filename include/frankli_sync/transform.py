@@ -10,7 +10,9 @@ trimmed, whitespace-only values turned into "cleared" (None), dates as ISO
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -36,22 +38,43 @@ SYNCED_FIELDS: tuple[str, ...] = (*TEXT_FIELDS, *ENTITY_FIELDS, "manager")
 ACTIVE, DISABLED, OUT_OF_SCOPE, QUARANTINED = "active", "disabled", "out_of_scope", "quarantined"
 
 
+def is_missing(value: object) -> bool:
+    """None, NaN and pandas' NA all mean "no value"."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA or value is pd.NaT
+
+
+def json_ready(value: Any) -> Any:
+    """A copy of nested dicts / lists with every missing value as None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if is_missing(value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
+        return value.item()
+    return value
+
+
+def objects(values: Iterable[object], index: pd.Index) -> pd.Series:
+    """An object Series that keeps None as None (``Series.map`` would turn it into NaN)."""
+    return pd.Series([None if is_missing(v) else v for v in values], index=index, dtype="object")
+
+
 def clean_text(values: pd.Series) -> pd.Series:
-    """Trim strings; empty or whitespace-only means cleared (None). Keeps object dtype."""
-    as_text = values.astype("object").where(values.notna(), None)
-    stripped = as_text.map(lambda v: v.strip() if isinstance(v, str) else v)
-    return stripped.map(lambda v: None if isinstance(v, str) and not v else v).astype("object")
+    """Trim strings; empty or whitespace-only means cleared (None)."""
+    return objects(((v.strip() or None) if isinstance(v, str) else v for v in values), values.index)
 
 
 def iso_date(values: pd.Series) -> pd.Series:
     """Graph dates (``2021-03-01T00:00:00Z``) or dates → ``2021-03-01``; missing stays None."""
-    cleaned = clean_text(values.map(lambda v: v.isoformat() if hasattr(v, "isoformat") else v))
-    return cleaned.map(lambda v: v[:10] if isinstance(v, str) else None).astype("object")
+    texts = (v.isoformat() if hasattr(v, "isoformat") else v for v in values)
+    return objects(((v.strip()[:10] or None) if isinstance(v, str) else None for v in texts), values.index)
 
 
 def name_key(values: pd.Series) -> pd.Series:
     """The matching key of entity names and emails: trimmed, case-folded; None when cleared."""
-    return clean_text(values).map(lambda v: v.casefold() if isinstance(v, str) else None).astype("object")
+    return objects(((v.strip().casefold() or None) if isinstance(v, str) else None for v in values), values.index)
 
 
 def desired_users(

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from frankli_sync.plan import SYNC, FrankliState, Plan
 from frankli_sync.sinks.schema import ENTITY_TABLES, create_schema, organisations, sync_audit, users
-from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS, name_key
+from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS, json_ready, name_key
 
 STATE_COLUMNS = (
     "id",
@@ -297,7 +297,7 @@ def _write_audit(connection: Connection, org_id: int, run_id: str, now: datetime
                 "external_id": e.external_id,
                 "email": e.email,
                 "action": e.action,
-                "details": e.details,
+                "details": json_ready(e.details),
                 "created_at": now,
             }
             for e in entries
