@@ -67,7 +67,7 @@ def postgres_url() -> Iterator[str]:
     try:
         with admin.begin() as connection:
             connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as error:  # noqa: BLE001 - any connection failure means "no PostgreSQL here"
+    except Exception as error:
         admin.dispose()
         service_unavailable(f"PostgreSQL at {POSTGRES_URL}", error)
     separator = "&" if "?" in POSTGRES_URL else "?"

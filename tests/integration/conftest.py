@@ -132,7 +132,11 @@ def make_tenant(
             "conn_type": "msgraph",
             "login": "test-client",
             "password": "test-secret",
-            "extra": {"tenant_id": "test-tenant", "base_url": emulator.base_url, "allowed_hosts": "graph.microsoft.com"},
+            "extra": {
+                "tenant_id": "test-tenant",
+                "base_url": emulator.base_url,
+                "allowed_hosts": "graph.microsoft.com",
+            },
         }
         monkeypatch.setenv(f"AIRFLOW_CONN_MSGRAPH_{name.upper()}", json.dumps(msgraph))
         monkeypatch.setenv(
@@ -144,7 +148,12 @@ def make_tenant(
             json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": f"sqlite:///{tmp_path / 'staging.db'}"}}),
         )
         tenant = SyncedTenant(
-            name=name, directory=directory, emulator=emulator, frankli_url=url, workdir=tmp_path, tenant_extra=tenant_extra
+            name=name,
+            directory=directory,
+            emulator=emulator,
+            frankli_url=url,
+            workdir=tmp_path,
+            tenant_extra=tenant_extra,
         )
         tenant.write_config()
         monkeypatch.setenv("FRANKLI_SYNC_CONFIG", str(tenant.config_path))
@@ -159,5 +168,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
-
-

@@ -101,7 +101,9 @@ def test_day1_then_day2(make_tenant, frankli_url: str | None) -> None:
     # The user that turned invalid is quarantined: kept as it was, not archived, not updated.
     assert day2[goes_invalid] == day1[goes_invalid]
     assert any(a["action"] == "quarantine" and a["external_id"] == goes_invalid for a in audit)
-    assert tenant.report()["quarantined"] and old_upn in {q["user_principal_name"] for q in tenant.report()["quarantined"]}
+    assert tenant.report()["quarantined"] and old_upn in {
+        q["user_principal_name"] for q in tenant.report()["quarantined"]
+    }
 
     # One audit row per user action, and counts in the report match them.
     actions = [a["action"] for a in audit]
