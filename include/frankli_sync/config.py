@@ -165,7 +165,7 @@ def parse_config(raw: Any, base_dir: Path = Path()) -> SyncConfig:
         raise ConfigError(f"tenants: duplicate tenant names {duplicates}")
     reports_dir = Path(_str(top.get("reports_dir", "reports"), "reports_dir"))
     if not reports_dir.is_absolute():
-        reports_dir = base_dir / reports_dir
+        reports_dir = (base_dir / reports_dir).resolve()
     staging = top.get("staging_conn_id")
     return SyncConfig(
         tenants=tenants,
