@@ -46,6 +46,23 @@ SOURCE_KINDS = ("graph", "csv")
 TARGET_KINDS = ("database", "scim")
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans (only true / false).
+
+    YAML 1.1 also reads on / off / yes / no as booleans, which turns the mapping key
+    ``on:`` of ``site: {from: officeLocation, on: always}`` into ``True``.
+    """
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 class ConfigError(ValueError):
     """The sync configuration is invalid; the message names the field."""
 
@@ -144,7 +161,7 @@ def config_path() -> Path:
 def load_config(path: Path | None = None) -> SyncConfig:
     path = path or config_path()
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError as error:
         raise ConfigError(f"config file {path} does not exist (set ${CONFIG_ENV})") from error
     except yaml.YAMLError as error:

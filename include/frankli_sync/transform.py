@@ -114,5 +114,7 @@ def scope_status(staged: pd.DataFrame, scope: ScopeSettings) -> pd.Series:
 
 def _status_in_source(staged: pd.DataFrame, scope: ScopeSettings, quarantined: set[str]) -> pd.Series:
     status = scope_status(staged, scope)
-    status[staged["object_id"].isin(quarantined) | staged["object_id"].isna()] = QUARANTINED
+    # A blank object id is no id: it would be created unlinked (unmanaged) and again on every run.
+    no_id = clean_text(staged["object_id"]).isna()
+    status[staged["object_id"].isin(quarantined) | no_id] = QUARANTINED
     return status
