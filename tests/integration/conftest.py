@@ -16,6 +16,7 @@ from graph_emulator import GraphEmulator, Tenant, generate_tenant
 from sqlalchemy import Engine, create_engine, select
 
 REPO = Path(__file__).resolve().parents[2]
+ORGANISATION = "Acme Corp"
 _DAG_MODULE: ModuleType | None = None
 
 
@@ -55,7 +56,7 @@ class SyncedTenant:
             "name": self.name,
             "schedule": None,
             "source": {"kind": "graph", "conn_id": f"msgraph_{self.name}"},
-            "target": {"kind": "database", "conn_id": f"frankli_{self.name}", "organisation": "Acme Corp"},
+            "target": {"kind": "database", "conn_id": f"frankli_{self.name}", "organisation": ORGANISATION},
             "scope": {"exclude_guests": True},
             **self.tenant_extra,
         }
@@ -79,6 +80,50 @@ class SyncedTenant:
 
     def engine(self) -> Engine:
         return create_engine(self.frankli_url)
+
+    def seed(self, table: str, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert rows straight into a Frankli table (as Frankli itself would); returns their ids.
+
+        Creates the schema and the tenant's organisation first; `organisation_id`,
+        `created_at` / `updated_at` and, for users, `status` get defaults.
+        """
+        from datetime import UTC, datetime
+
+        from frankli_sync.sinks.database import organisation_transaction
+        from frankli_sync.sinks.schema import metadata
+
+        engine = self.engine()
+        now = datetime.now(UTC)
+        try:
+            with organisation_transaction(engine, ORGANISATION) as (connection, org_id):
+                target = metadata.tables[table]
+                ids = []
+                for row in rows:
+                    values = {"organisation_id": org_id, "created_at": now, **row}
+                    if table == "users":
+                        values = {"status": "active", "updated_at": now, **values}
+                    elif table != "sync_audit":
+                        values = {"created_by": "frankli", **values}
+                    ids.append(connection.execute(target.insert().values(values)).inserted_primary_key[0])
+        finally:
+            engine.dispose()
+        return ids
+
+    def execute(self, statement: Any) -> None:
+        """Run one SQLAlchemy statement against the Frankli database (an admin's change in Frankli)."""
+        engine = self.engine()
+        try:
+            with engine.begin() as connection:
+                connection.execute(statement)
+        finally:
+            engine.dispose()
+
+    def run_task(self, step: str, run_index: int = -1, conf: dict[str, Any] | None = None) -> Any:
+        """Re-run one task body of an earlier run with its run id, as clearing it in the UI does."""
+        from frankli_sync import pipeline
+
+        run_id = self.runs[run_index].run_id
+        return getattr(pipeline, step)(self.name, run_id, conf or {})
 
     def users(self) -> dict[str, dict[str, Any]]:
         """Frankli users keyed by external id (or email for unmanaged ones)."""
@@ -112,6 +157,14 @@ class SyncedTenant:
 
         run_id = self.runs[run_index].run_id
         return json.loads((run_directory(self.reports_dir, self.name, run_id) / "report.json").read_text())
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def frankli_url(request: pytest.FixtureRequest) -> str | None:
+    """Run a test once per Frankli database backend (None = the tenant's own SQLite file)."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture

@@ -14,13 +14,6 @@ from graph_emulator import apply_day2
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def frankli_url(request: pytest.FixtureRequest) -> str | None:
-    if request.param == "sqlite":
-        return None  # the tenant factory's SQLite file
-    return request.getfixturevalue("postgres_url")
-
-
 def _invalid_ids(tenant: Any) -> set[str]:
     """Members the validation suite must quarantine (UPN ≠ mail or a required field missing)."""
     return {
