@@ -31,13 +31,13 @@ RESULTS = REPO / "benchmarks" / "results.md"
 TASK_LINE = re.compile(r"^(\S+Z) .*\[DAG TEST\] (starting|end task) task_id=(\w+)")
 
 
-def timed_run(env: dict[str, str], log: Path) -> tuple[float, dict[str, float], int]:
+def timed_run(env: dict[str, str], log: Path, conf: str = "{}") -> tuple[float, dict[str, float], int]:
     started = time.monotonic()
     marks: dict[str, float] = {}
     durations: dict[str, float] = {}
     with log.open("w") as out:
         process = subprocess.Popen(
-            [str(BIN / "airflow"), "dags", "test", DAG_ID], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            [str(BIN / "airflow"), "dags", "test", DAG_ID, "-c", conf], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         assert process.stdout is not None
         for raw in process.stdout:
@@ -80,7 +80,10 @@ def main() -> int:
                         base_url.replace("/v1.0", "/_emulator/day2"), data=b"{}", method="POST"
                     )
                     urllib.request.urlopen(request, timeout=120).read()
-                seconds, tasks, peak = timed_run(env, WORK / f"{day.replace(' ', '')}.log")
+                # Day 2 archives ~2% of the tenant: above the deletion guard's 500 at 100k users, so it is
+                # run the way an admin would after reading the guard's message.
+                conf = '{"allow_mass_archive": true}' if day == "day 2" else "{}"
+                seconds, tasks, peak = timed_run(env, WORK / f"{day.replace(' ', '')}.log", conf)
                 row = (users, day, seconds, tasks, peak)
                 rows.append(row)
                 print(
