@@ -37,7 +37,10 @@ def timed_run(env: dict[str, str], log: Path, conf: str = "{}") -> tuple[float, 
     durations: dict[str, float] = {}
     with log.open("w") as out:
         process = subprocess.Popen(
-            [str(BIN / "airflow"), "dags", "test", DAG_ID, "-c", conf], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            [str(BIN / "airflow"), "dags", "test", DAG_ID, "-c", conf],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         assert process.stdout is not None
         for raw in process.stdout:
