@@ -44,6 +44,7 @@ FIXED_SOURCES = {"manager": "manager"}
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
 SOURCE_KINDS = ("graph", "csv")
 TARGET_KINDS = ("database", "scim")
+DEFAULT_REPORT_RETENTION_DAYS = 90
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -144,6 +145,8 @@ class SyncConfig:
     tenants: tuple[TenantConfig, ...]
     reports_dir: Path
     staging_conn_id: str | None = None
+    # Run reports older than this are deleted when a new report of the tenant is written; None keeps all.
+    report_retention_days: int | None = DEFAULT_REPORT_RETENTION_DAYS
 
     def tenant(self, name: str) -> TenantConfig:
         for tenant in self.tenants:
@@ -171,7 +174,7 @@ def load_config(path: Path | None = None) -> SyncConfig:
 
 def parse_config(raw: Any, base_dir: Path = Path()) -> SyncConfig:
     top = _mapping(raw, "config")
-    _no_unknown_keys(top, {"reports_dir", "staging_conn_id", "tenants"}, "config")
+    _no_unknown_keys(top, {"reports_dir", "staging_conn_id", "report_retention_days", "tenants"}, "config")
     tenants_raw = top.get("tenants")
     if not isinstance(tenants_raw, list) or not tenants_raw:
         raise ConfigError("tenants: must be a non-empty list")
@@ -188,7 +191,17 @@ def parse_config(raw: Any, base_dir: Path = Path()) -> SyncConfig:
         tenants=tenants,
         reports_dir=reports_dir,
         staging_conn_id=_str(staging, "staging_conn_id") if staging is not None else None,
+        report_retention_days=_retention(top.get("report_retention_days", DEFAULT_REPORT_RETENTION_DAYS)),
     )
+
+
+def _retention(value: Any) -> int | None:
+    if value is None:
+        return None
+    days = _int(value, "report_retention_days")
+    if days < 1:
+        raise ConfigError(f"report_retention_days: {days} must be at least 1 (or null to keep every report)")
+    return days
 
 
 def _tenant(raw: Any, where: str) -> TenantConfig:

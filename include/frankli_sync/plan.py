@@ -310,7 +310,11 @@ def _resolve_entities(
     keys: dict[str, pd.Series] = {}
     creates: list[dict[str, str]] = []
     orphans: list[dict[str, Any]] = []
-    prev = previous.set_index("external_id") if previous is not None and len(previous) else None
+    prev = None
+    if previous is not None and len(previous):
+        # Unvalidated: rows without an object id, or with a repeated one, say nothing about a user.
+        identified = previous[previous["external_id"].notna()].drop_duplicates("external_id", keep=False)
+        prev = identified.set_index("external_id")
     for field_name, table in ENTITY_FIELDS.items():
         frame = entities.get(table, empty_entities())
         live = frame[frame["deleted_at"].isna()]
@@ -324,7 +328,10 @@ def _resolve_entities(
             unchanged = pd.Series(in_prev & (before == key.to_numpy()), index=written.index)
         else:
             unchanged = pd.Series(False, index=written.index)
-        orphan = key.isin(deleted_keys) & unchanged
+        # A deleted entity that a changed value brings back is live again for every user: referencing
+        # it from the unchanged users too keeps the next run from finding a change to make.
+        revived = set(key[key.isin(deleted_keys) & ~unchanged].dropna())
+        orphan = key.isin(deleted_keys) & unchanged & ~key.isin(revived)
         for row in written[orphan].itertuples():
             orphans.append(
                 {
@@ -388,13 +395,14 @@ def _changed_users(
     changed = written[differs.any(axis=1).to_numpy()].copy()
     if changed.empty:
         return pd.DataFrame(columns=columns)
-    before_rows = current.reindex(changed["user_id"].to_numpy())
-    changes = []
-    flags = differs.loc[changed.index]
-    for (_, after), (_, before), (_, flag) in zip(
-        changed[list(always)].iterrows(), before_rows[list(always)].iterrows(), flags.iterrows(), strict=True
-    ):
-        changes.append({n: [_shown(before[n]), after[n]] for n in always if flag[n]})
+    # Records, not iterrows: iterrows infers a str dtype per row in pandas 3 and turns None into NaN.
+    before_rows = current.reindex(changed["user_id"].to_numpy())[list(always)].to_dict("records")
+    after_rows = changed[list(always)].to_dict("records")
+    flags = differs.loc[changed.index].to_dict("records")
+    changes = [
+        {n: [_shown(before[n]), after[n]] for n in always if flag[n]}
+        for after, before, flag in zip(after_rows, before_rows, flags, strict=True)
+    ]
     changed["changes"] = changes
     return changed[columns].reset_index(drop=True)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from frankli_sync.connections import ConnectionSettingError, make_engine, sqlalchemy_url, staging_engine
 
 pytestmark = pytest.mark.unit
