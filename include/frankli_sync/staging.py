@@ -139,7 +139,13 @@ class Staging:
             )
 
     def last_synced(self, tenant: str, except_run: str) -> tuple[str, int] | None:
-        """The most recently synced other run of the tenant and its user count."""
+        """The most recently synced other run of the tenant and its user count.
+
+        Empty snapshots are skipped: an extract that returned nothing (a Graph outage, a
+        broken scope) is no baseline. Taken as one, it would disarm the shrink check of the
+        deletion guard and make every user look changed, so entities deleted in Frankli
+        would be created again on the next run.
+        """
         with self.engine.connect() as connection:
             row = connection.execute(
                 select(extract_runs.c.run_id, extract_runs.c.user_count)
@@ -148,6 +154,7 @@ class Staging:
                     extract_runs.c.run_id != except_run,
                     extract_runs.c.synced_at.is_not(None),
                     extract_runs.c.status == "complete",
+                    extract_runs.c.user_count > 0,
                 )
                 .order_by(extract_runs.c.synced_at.desc())
                 .limit(1)
