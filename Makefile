@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint benchmark clean
+.PHONY: venv demo test test-browser chromium lint benchmark clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,14 @@ demo: venv
 test: venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The browser test (tests/browser, part of `make test`) installs Chromium itself when it can;
+# these run it alone / install Debian's chromium + chromedriver up front (needs root or sudo).
+test-browser: venv
+	$(BIN)/python -m pytest tests/browser -s
+
+chromium:
+	bash scripts/install_chromium.sh
 
 lint: venv
 	$(BIN)/ruff check .
