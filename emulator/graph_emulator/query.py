@@ -1,4 +1,4 @@
-"""OData query options for /users, validated the way Microsoft Graph validates them.
+"""OData query options for /users (and transitiveMembers), validated the way Microsoft Graph validates them.
 
 Kept separate from the HTTP plumbing so the rules (what $top accepts, what $select may
 name, how $expand caps the page size, what a skiptoken holds) read in one place and
@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
 
+from graph_emulator.errors import GraphError, bad_request
+from graph_emulator.filters import UserFilter, parse_filter
 from graph_emulator.store import USER_PROPERTIES, User
+
+__all__ = ["GraphError", "UserQuery", "bad_request", "next_link", "parse_options", "parse_select", "parse_top"]
 
 # Properties a client may $select: everything stored plus preferredLanguage (always null here).
 SELECTABLE: tuple[str, ...] = (*USER_PROPERTIES, "preferredLanguage")
@@ -42,18 +46,6 @@ _EXPAND = re.compile(r"^manager(?:\(\s*\$select\s*=\s*([^)]*)\))?$", re.IGNORECA
 _CURSOR_PREFIX = "emu1:"
 
 
-class GraphError(Exception):
-    """An error to return to the client as Graph's {"error": {...}} body."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def bad_request(message: str, code: str = "Request_BadRequest") -> GraphError:
-    return GraphError(400, code, message)
-
-
 @dataclass(frozen=True)
 class UserQuery:
     """Validated options for a users request."""
@@ -63,6 +55,7 @@ class UserQuery:
     expand_manager: bool = False
     manager_select: tuple[str, ...] = DEFAULT_SELECT
     after_id: str | None = None  # decoded from $skiptoken
+    filter: UserFilter | None = None
 
     @property
     def page_size(self) -> int:
@@ -131,8 +124,8 @@ def decode_skiptoken(token: str) -> str:
     return decoded[len(_CURSOR_PREFIX) :]
 
 
-def parse_options(query_string: str, collection: bool) -> UserQuery:
-    """Validate the $-options of a users request; collection=False is a single-user request."""
+def collect_options(query_string: str) -> dict[str, str]:
+    """The $-options of a query string by lower-cased name; a repeated option is a 400 as in Graph."""
     options: dict[str, str] = {}
     for key, value in parse_qsl(query_string, keep_blank_values=True):
         name = key.strip().lower()
@@ -141,12 +134,22 @@ def parse_options(query_string: str, collection: bool) -> UserQuery:
         if name in options:
             raise bad_request(f"Query option '{name}' was specified more than once.")
         options[name] = value
-    allowed = {"$select", "$expand"} | ({"$top", "$skiptoken"} if collection else set())
+    return options
+
+
+def reject_unknown(options: dict[str, str], allowed: set[str]) -> None:
     for name in options:
         if name == "$skip":
             raise bad_request("'$skip' is not supported by the service.")
         if name not in allowed:
             raise bad_request(f"'{name}' is not supported by the emulator.", code="Request_UnsupportedQuery")
+
+
+def parse_options(query_string: str, collection: bool, allow_expand: bool = True) -> UserQuery:
+    """Validate the $-options of a users request; collection=False is a single-user request."""
+    options = collect_options(query_string)
+    allowed = {"$select"} | ({"$expand"} if allow_expand else set())
+    reject_unknown(options, allowed | ({"$top", "$skiptoken", "$filter"} if collection else set()))
 
     select = parse_select(options["$select"]) if "$select" in options else DEFAULT_SELECT
     manager_select = parse_expand(options["$expand"]) if "$expand" in options else DEFAULT_SELECT
@@ -156,6 +159,7 @@ def parse_options(query_string: str, collection: bool) -> UserQuery:
         expand_manager="$expand" in options,
         manager_select=manager_select,
         after_id=decode_skiptoken(options["$skiptoken"]) if "$skiptoken" in options else None,
+        filter=parse_filter(options["$filter"]) if "$filter" in options else None,
     )
 
 

@@ -1,44 +1,40 @@
 """A real HTTP server speaking the slice of Microsoft Graph v1.0 the sync uses.
 
 It exists so the pipeline can be run and tested end to end (paging, $select, $expand,
-error handling, throughput) without a Microsoft tenant. It is deliberately a plain
+$filter, delta, groups, error handling, throttling and dropped connections,
+throughput) without a Microsoft tenant. It is deliberately a plain
 ThreadingHTTPServer from the standard library: no dependencies, starts in
 milliseconds on port 0, and is quiet (no per-request logging) so test output stays
-readable. The /_emulator/* endpoints are not Graph; they drive demos and tests.
+readable. The /_emulator/* endpoints are not Graph; they drive demos and tests (see
+admin.py) and are never subject to injected faults, so a test can always clear them.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
+import time
 import uuid
 from collections import deque
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from graph_emulator.query import (
-    DEFAULT_SELECT,
-    GraphError,
-    bad_request,
-    next_link,
-    parse_options,
-    project_manager,
-)
+from graph_emulator import admin, resources
+from graph_emulator.delta import DEFAULT_MAX_AGE, DeltaService
+from graph_emulator.errors import GraphError
+from graph_emulator.faults import FaultInjector, FaultPlan, FaultRule
 from graph_emulator.store import Tenant
-from graph_emulator.tenant import apply_day2
 
 REQUEST_LOG_SIZE = 10_000
-
-
-def _not_found(resource: str) -> GraphError:
-    return GraphError(
-        404,
-        "Request_ResourceNotFound",
-        f"Resource '{resource}' does not exist or one of its queried reference-property objects are not present.",
-    )
+_DELTA_SEGMENTS = {"delta", "delta()", "microsoft.graph.delta", "microsoft.graph.delta()"}
+_USER_CAST = {"microsoft.graph.user", "graph.user"}
+_FAULT_CODES = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable", 504: "GatewayTimeout"}
+_RESET_PAUSE = 0.05  # lets the client read headers and the first bytes before the reset
 
 
 class _Server(ThreadingHTTPServer):
@@ -81,38 +77,86 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(length_header) if length_header.isdigit() else 0
         body = self.rfile.read(length) if length > 0 else b""
         split = urlsplit(self.path)
+        fault = None if split.path.lower().startswith("/_emulator/") else emulator._faults.decide(split.path)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        if fault is not None and fault.status is not None:
+            self._send_fault(fault)
+            return
+        headers: dict[str, str] = {}
         try:
-            status, payload = self._route(method, split.path, split.query, body)
+            status, payload = self._route(method, split.path, split.query, body, headers)
         except GraphError as error:
             status, payload = error.status, self._error_body(error.code, error.message)
+            headers.update(error.headers)
         except Exception as error:  # a bug in the emulator: report it to the client, not stderr
             status, payload = 500, self._error_body("InternalServerError", repr(error))
-        self._send_json(status, payload)
+        if fault is not None and fault.reset:
+            self._send_reset(status, payload, headers)
+            return
+        self._send_json(status, payload, headers)
 
-    def _route(self, method: str, path: str, query: str, body: bytes) -> tuple[int, Any]:
+    def _route(self, method: str, path: str, query: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
         segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
-        head = [s.lower() for s in segments[:2]]
+        lowered = [s.lower() for s in segments]
+        head = lowered[:2]
         emulator = self.server.emulator
+        tenant = emulator.tenant
+        origin = self._origin()
         if head == ["v1.0", "users"] and 2 <= len(segments) <= 4:
             self._require(method, "GET")
             if len(segments) == 2:
-                return 200, emulator._list_users(self._origin(), path, query)
+                return 200, resources.list_users(tenant, origin, path, query)
+            if len(segments) == 3 and lowered[2] in _DELTA_SEGMENTS:
+                minimal = self._prefers_minimal()
+                if minimal:
+                    headers["Preference-Applied"] = "return=minimal"
+                return 200, emulator._delta.page(origin, path, query, minimal)
             if len(segments) == 3:
-                return 200, emulator._get_user(self._origin(), segments[2], query)
-            if segments[3].lower() == "manager":
-                return 200, emulator._get_manager(self._origin(), segments[2])
-        elif head == ["_emulator", "day2"] and len(segments) == 2:
-            self._require(method, "POST")
-            return 200, emulator._day2(body)
-        elif head == ["_emulator", "stats"] and len(segments) == 2:
+                return 200, resources.get_user(tenant, origin, segments[2], query)
+            if lowered[3] == "manager":
+                return 200, resources.get_manager(tenant, origin, segments[2])
+        elif head == ["v1.0", "groups"] and len(segments) in (2, 3, 5):
             self._require(method, "GET")
-            return 200, emulator.stats()
-        raise _not_found(path)
+            if len(segments) == 2:
+                return 200, resources.list_groups(tenant, origin, path, query)
+            if len(segments) == 3:
+                return 200, resources.get_group(tenant, origin, segments[2], query)
+            if lowered[3] == "transitivemembers" and lowered[4] in _USER_CAST:
+                return 200, resources.transitive_users(tenant, origin, path, segments[2], query)
+        elif head and head[0] == "_emulator" and len(segments) == 2:
+            return 200, self._admin(method, head[1], body)
+        raise resources.not_found(path)
+
+    def _admin(self, method: str, name: str, body: bytes) -> Any:
+        emulator = self.server.emulator
+        if name == "day2":
+            self._require(method, "POST")
+            return admin.day2(emulator, body)
+        if name == "stats":
+            self._require(method, "GET")
+            return emulator.stats()
+        if name == "faults":
+            self._require(method, "GET", "POST", "PUT", "DELETE")
+            if method == "GET":
+                return admin.get_faults(emulator)
+            return admin.clear_faults(emulator) if method == "DELETE" else admin.set_faults(emulator, body)
+        if name == "expire-delta-tokens":
+            self._require(method, "POST")
+            return admin.expire_delta_tokens(emulator)
+        if name == "delta-token-max-age":
+            self._require(method, "GET", "POST", "PUT")
+            return admin.get_max_age(emulator) if method == "GET" else admin.set_max_age(emulator, body)
+        raise resources.not_found(f"/_emulator/{name}")
 
     @staticmethod
-    def _require(method: str, allowed: str) -> None:
-        if method != allowed:
+    def _require(method: str, *allowed: str) -> None:
+        if method not in allowed:
             raise GraphError(405, "Request_BadRequest", f"The HTTP method '{method}' is not allowed here.")
+
+    def _prefers_minimal(self) -> bool:
+        preferences = ",".join(self.headers.get_all("Prefer") or [])
+        return any(p.strip().replace(" ", "").lower() == "return=minimal" for p in preferences.split(","))
 
     def _origin(self) -> str:
         """scheme://host:port as the client addressed us, so nextLinks work through any hostname."""
@@ -127,24 +171,57 @@ class _Handler(BaseHTTPRequestHandler):
         }
         return {"error": {"code": code, "message": message, "innerError": inner}}
 
-    def _send_json(self, status: int, payload: Any) -> None:
+    def _encode(self, status: int, payload: Any, headers: dict[str, str]) -> bytes:
+        """Send the status line and headers; returns the body still to be written."""
         data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("OData-Version", "4.0")
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        return data
+
+    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self.wfile.write(self._encode(status, payload, headers or {}))
+
+    def _send_fault(self, fault: FaultRule) -> None:
+        status = fault.status or 503
+        headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+        code = fault.code or _FAULT_CODES.get(status, "FaultInjected")
+        message = "Too many requests." if status == 429 else "The service is temporarily unavailable."
+        self._send_json(status, self._error_body(code, message), headers)
+
+    def _send_reset(self, status: int, payload: Any, headers: dict[str, str]) -> None:
+        """Headers and half the body, then an abortive close (RST), as a dropped connection looks."""
+        data = self._encode(status, payload, headers)
+        self.wfile.write(data[: max(1, len(data) // 2)])
+        time.sleep(_RESET_PAUSE)
+        self.close_connection = True
+        # SO_LINGER with a zero timeout makes close() send RST instead of a clean FIN.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
 
 
 class GraphEmulator:
     """Serve a Tenant over HTTP as Microsoft Graph v1.0 on a background thread.
 
     Use as a context manager, or call start()/stop(). Port 0 picks a free port; read
-    the real one from .port or .base_url after start().
+    the real one from .port or .base_url after start(). `delta_token_max_age` is how
+    long /users/delta tokens stay valid (Graph: 7 days for directory objects); `faults`
+    scripts failures (see faults.py). Both can be changed while running.
     """
 
-    def __init__(self, tenant: Tenant, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        tenant: Tenant,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        delta_token_max_age: timedelta = DEFAULT_MAX_AGE,
+        faults: FaultPlan | None = None,
+    ) -> None:
         self.tenant = tenant
         self.host = host
         self._requested_port = port
@@ -153,6 +230,8 @@ class GraphEmulator:
         self._log_lock = threading.Lock()
         self._request_count = 0
         self._requests: deque[str] = deque(maxlen=REQUEST_LOG_SIZE)
+        self._delta = DeltaService(tenant, delta_token_max_age)
+        self._faults = FaultInjector(faults)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> GraphEmulator:
@@ -212,59 +291,39 @@ class GraphEmulator:
         with self._log_lock:
             return list(self._requests)
 
-    def stats(self) -> dict[str, int]:
-        return {"users": len(self.tenant), "requests": self.request_count}
+    @property
+    def delta_token_max_age(self) -> timedelta:
+        return self._delta.max_age
+
+    @delta_token_max_age.setter
+    def delta_token_max_age(self, value: timedelta) -> None:
+        self._delta.max_age = value
+
+    def expire_delta_tokens(self) -> int:
+        """Make every delta token handed out so far answer 410 Gone; returns the new token epoch."""
+        return self._delta.expire_all()
+
+    @property
+    def faults(self) -> FaultPlan | None:
+        return self._faults.plan
+
+    @faults.setter
+    def faults(self, plan: FaultPlan | None) -> None:
+        """Install a fault plan (None clears it); its rule counters start from zero."""
+        self._faults.set_plan(plan)
+
+    def fault_stats(self) -> dict[str, Any]:
+        return {"faults_injected": self._faults.injected, "faults_by_kind": self._faults.injected_by_kind()}
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "users": len(self.tenant),
+            "groups": len(self.tenant.group_ids()),
+            "requests": self.request_count,
+            **self.fault_stats(),
+        }
 
     def _record(self, path: str) -> None:
         with self._log_lock:
             self._request_count += 1
             self._requests.append(path)
-
-    # ------------------------------------------------------------ endpoints
-    def _list_users(self, origin: str, path: str, query: str) -> dict[str, Any]:
-        options = parse_options(query, collection=True)
-        rows, more = self.tenant.page_after(options.after_id, options.page_size, options.expand_manager)
-        page: dict[str, Any] = {"@odata.context": self._context(origin, options.select)}
-        if more and rows:
-            page["@odata.nextLink"] = next_link(origin, path, query, rows[-1][0]["id"])
-        page["value"] = [options.project(user, manager) for user, manager in rows]
-        return page
-
-    def _get_user(self, origin: str, key: str, query: str) -> dict[str, Any]:
-        options = parse_options(query, collection=False)
-        object_id = self.tenant.resolve(key)
-        user, manager = self.tenant.user_and_manager(object_id) if object_id else (None, None)
-        if user is None:
-            raise _not_found(key)
-        body = {"@odata.context": self._context(origin, options.select) + "/$entity"}
-        body.update(options.project(user, manager))
-        return body
-
-    def _get_manager(self, origin: str, key: str) -> dict[str, Any]:
-        object_id = self.tenant.resolve(key)
-        user, manager = self.tenant.user_and_manager(object_id) if object_id else (None, None)
-        if user is None:
-            raise _not_found(key)
-        if manager is None:
-            raise _not_found("manager")
-        body = {"@odata.context": f"{origin}/v1.0/$metadata#directoryObjects/$entity"}
-        body.update(project_manager(manager, DEFAULT_SELECT))
-        return body
-
-    def _day2(self, body: bytes) -> dict[str, Any]:
-        try:
-            options = json.loads(body) if body.strip() else {}
-        except json.JSONDecodeError as error:
-            raise bad_request(f"Body is not JSON: {error}") from error
-        seed = options.get("seed", 2) if isinstance(options, dict) else None
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise bad_request('Body must be {"seed": <integer>} or empty.')
-        try:
-            return apply_day2(self.tenant, seed=seed).to_dict()
-        except ValueError as error:
-            raise bad_request(str(error)) from error
-
-    @staticmethod
-    def _context(origin: str, select: tuple[str, ...]) -> str:
-        suffix = "" if select == DEFAULT_SELECT else "({})".format(",".join(select))
-        return f"{origin}/v1.0/$metadata#users{suffix}"

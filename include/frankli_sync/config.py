@@ -85,6 +85,8 @@ class SourceSettings:
     conn_id: str | None = None
     path: str | None = None
     page_size: int = 999
+    # Incremental (delta) reads are used between full reads; a full read is forced after this many days.
+    full_resync_days: int = 7
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ def parse_config(raw: Any, base_dir: Path = Path()) -> SyncConfig:
     tenants_raw = top.get("tenants")
     if not isinstance(tenants_raw, list) or not tenants_raw:
         raise ConfigError("tenants: must be a non-empty list")
-    tenants = tuple(_tenant(item, f"tenants[{i}]") for i, item in enumerate(tenants_raw))
+    tenants = tuple(_tenant(item, f"tenants[{i}]", base_dir) for i, item in enumerate(tenants_raw))
     names = [t.name for t in tenants]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -204,7 +206,7 @@ def _retention(value: Any) -> int | None:
     return days
 
 
-def _tenant(raw: Any, where: str) -> TenantConfig:
+def _tenant(raw: Any, where: str, base_dir: Path = Path()) -> TenantConfig:
     data = _mapping(raw, where)
     known = {"name", "schedule", "source", "target", "scope", "mapping", "thresholds", "validation"}
     _no_unknown_keys(data, known, where)
@@ -217,7 +219,7 @@ def _tenant(raw: Any, where: str) -> TenantConfig:
     return TenantConfig(
         name=name,
         schedule=schedule,
-        source=_source(data.get("source"), f"{where}.source"),
+        source=_source(data.get("source"), f"{where}.source", base_dir),
         target=_target(data.get("target"), f"{where}.target"),
         scope=_scope(data.get("scope", {}), f"{where}.scope"),
         mapping=_mapping_settings(data.get("mapping", {}), f"{where}.mapping"),
@@ -226,9 +228,9 @@ def _tenant(raw: Any, where: str) -> TenantConfig:
     )
 
 
-def _source(raw: Any, where: str) -> SourceSettings:
+def _source(raw: Any, where: str, base_dir: Path = Path()) -> SourceSettings:
     data = _mapping(raw, where)
-    _no_unknown_keys(data, {"kind", "conn_id", "path", "page_size"}, where)
+    _no_unknown_keys(data, {"kind", "conn_id", "path", "page_size", "full_resync_days"}, where)
     kind = _choice(data.get("kind", "graph"), SOURCE_KINDS, f"{where}.kind")
     conn_id = data.get("conn_id")
     path = data.get("path")
@@ -239,10 +241,14 @@ def _source(raw: Any, where: str) -> SourceSettings:
     page_size = _int(data.get("page_size", 999), f"{where}.page_size")
     if not 1 <= page_size <= 999:
         raise ConfigError(f"{where}.page_size: {page_size} is outside Graph's range 1..999")
+    resync = _int(data.get("full_resync_days", 7), f"{where}.full_resync_days")
+    if resync < 0:
+        raise ConfigError(f"{where}.full_resync_days: {resync} must not be negative (0 = always read everything)")
     return SourceSettings(
+        full_resync_days=resync,
         kind=kind,
         conn_id=_str(conn_id, f"{where}.conn_id") if conn_id else None,
-        path=_str(path, f"{where}.path") if path else None,
+        path=str((base_dir / _str(path, f"{where}.path")).resolve()) if path else None,
         page_size=page_size,
     )
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from sqlalchemy import func, select
 
 from frankli_sync.config import SyncConfig, TenantConfig, load_config
@@ -101,27 +102,20 @@ class RunContext:
 
 
 def extract(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Read every Entra user into this run's staging snapshot, page by page."""
+    """Stage the tenant's Entra users for this run (full or delta read, resumable)."""
+    from frankli_sync.extraction import extract_users
+
     ctx = RunContext.open(tenant_name, run_id, params)
-    source = ctx.tenant.source
-    if source.kind != "graph":
-        raise NotImplementedError(f"tenants[{tenant_name}].source.kind {source.kind!r} is not supported yet")
-    from frankli_sync.sources.graph import read_users
+    return extract_users(ctx.staging, ctx.tenant, run_id, full_sync=ctx.params.full_sync)
 
-    ctx.staging.begin_snapshot(ctx.tenant.name, run_id, source.kind)
-    written = 0
 
-    def stage(page: list[dict[str, Any]]) -> None:
-        nonlocal written
-        ctx.staging.append_users(ctx.tenant.name, run_id, written, page)
-        written += len(page)
-
-    total = read_users(source.conn_id or "", stage, page_size=source.page_size)
-    ctx.staging.complete_snapshot(ctx.tenant.name, run_id, total)
-    previous = ctx.staging.last_synced(ctx.tenant.name, run_id)
-    ctx.staging.prune(ctx.tenant.name, keep_runs=[run_id, *([previous[0]] if previous else [])])
-    log.info("staged %d Entra users for tenant %s run %s", total, tenant_name, run_id)
-    return {"users": total}
+def staged_users(ctx: RunContext, run_id: str) -> pd.DataFrame:
+    """A run's snapshot, with `group_member` when the tenant is scoped to groups."""
+    staged = ctx.staging.snapshot(ctx.tenant.name, run_id)
+    if ctx.tenant.scope.groups:
+        members = ctx.staging.scope_member_ids(ctx.tenant.name, run_id)
+        staged["group_member"] = staged["object_id"].isin(members)
+    return staged
 
 
 # --- validate --------------------------------------------------------------------------------
@@ -132,7 +126,7 @@ def validate(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = N
     from frankli_sync.validation import ValidationSettings, validate_users
 
     ctx = RunContext.open(tenant_name, run_id, params)
-    staged = ctx.staging.snapshot(ctx.tenant.name, run_id)
+    staged = staged_users(ctx, run_id)
     in_scope = staged[scope_status(staged, ctx.tenant.scope) != OUT_OF_SCOPE]
     settings = ValidationSettings(
         required_fields=ctx.tenant.validation.required_columns,
@@ -192,18 +186,19 @@ def transform(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = 
 
 def compute_plan(ctx: RunContext, state: FrankliState) -> Plan:
     """The plan for this run against `state` (pure given the staged inputs)."""
-    staged = ctx.staging.snapshot(ctx.tenant.name, ctx.run_id)
+    staged = staged_users(ctx, ctx.run_id)
     quarantined = {q["object_id"] for q in _validation(ctx)["quarantined"] if q.get("object_id")}
     desired = desired_users(staged, ctx.tenant.mapping, ctx.tenant.scope, quarantined)
     previous = None
     last = ctx.staging.last_synced(ctx.tenant.name, ctx.run_id)
     if last is not None:
         try:
-            previous_staged = ctx.staging.snapshot(ctx.tenant.name, last[0])
+            previous_staged = staged_users(ctx, last[0])
             previous = desired_users(previous_staged, ctx.tenant.mapping, ctx.tenant.scope)
         except SnapshotMissing:
             previous = None
-    options = PlanOptions(mapping=ctx.tenant.mapping, only_user=ctx.params.only_user)
+    deleted = frozenset(ctx.staging.removed_ids(ctx.tenant.name, ctx.run_id))
+    options = PlanOptions(mapping=ctx.tenant.mapping, only_user=ctx.params.only_user, deleted_ids=deleted)
     return plan_user_changes(desired, state, options, previous=previous)
 
 
@@ -276,7 +271,7 @@ def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | Non
 def archive_guard(ctx: RunContext, to_archive: int, synced_users: int) -> dict[str, Any]:
     """Decide whether this run may archive `to_archive` users (DESIGN §2 Safety)."""
     thresholds = ctx.tenant.thresholds
-    staged_count = len(ctx.staging.snapshot(ctx.tenant.name, ctx.run_id))
+    staged_count = ctx.staging.staged_count(ctx.tenant.name, ctx.run_id)
     last = ctx.staging.last_synced(ctx.tenant.name, ctx.run_id)
     limit = min(thresholds.max_archive_count, math.floor(thresholds.max_archive_share * synced_users))
     status: dict[str, Any] = {

@@ -27,7 +27,9 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
+    func,
     insert,
+    literal,
     select,
     update,
 )
@@ -48,6 +50,40 @@ extract_runs = Table(
     Column("completed_at", DateTime(timezone=True)),
     Column("user_count", Integer),
     Column("synced_at", DateTime(timezone=True)),  # set once the run's upserts landed
+    Column("mode", String(8)),  # full | delta
+    Column("base_run_id", String(250)),  # delta: the snapshot the changes were applied to
+    Column("resume_link", Text),  # the next Graph page to read if the task is retried
+    Column("pages", Integer),
+)
+
+# Object ids a delta read reported as removed from Entra (reason: deleted | changed).
+removed_users = Table(
+    "removed_users",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("run_id", String(250), primary_key=True),
+    Column("object_id", String(64), primary_key=True),
+    Column("reason", String(16), nullable=False),
+)
+
+# Members (transitive) of the tenant's scope groups, per run.
+scope_members = Table(
+    "scope_members",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("run_id", String(250), primary_key=True),
+    Column("object_id", String(64), primary_key=True),
+)
+
+# Where the next incremental read starts: the delta link and the snapshot it continues.
+sync_cursors = Table(
+    "sync_cursors",
+    metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("delta_link", Text, nullable=False),
+    Column("snapshot_run_id", String(250), nullable=False),
+    Column("full_read_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 staged_users = Table(
@@ -79,18 +115,147 @@ class Staging:
         self.engine = engine
         metadata.create_all(engine, checkfirst=True)
 
-    def begin_snapshot(self, tenant: str, run_id: str, source: str) -> None:
-        """Start (or restart) the run's snapshot: any rows of an earlier attempt are dropped."""
+    def begin_snapshot(self, tenant: str, run_id: str, source: str, base_run_id: str | None = None) -> None:
+        """Start (or restart) the run's snapshot: rows of an earlier attempt are dropped.
+
+        With `base_run_id` (a delta read) the new snapshot starts as a copy of that run's
+        snapshot, made by one INSERT … SELECT; the delta's changes are then applied to it.
+        """
         with self.engine.begin() as connection:
-            connection.execute(
-                delete(staged_users).where(staged_users.c.tenant == tenant, staged_users.c.run_id == run_id)
-            )
+            for table in (staged_users, removed_users, scope_members):
+                connection.execute(delete(table).where(table.c.tenant == tenant, table.c.run_id == run_id))
             connection.execute(
                 delete(extract_runs).where(extract_runs.c.tenant == tenant, extract_runs.c.run_id == run_id)
             )
             connection.execute(
                 insert(extract_runs).values(
-                    tenant=tenant, run_id=run_id, status="extracting", source=source, started_at=_now()
+                    tenant=tenant,
+                    run_id=run_id,
+                    status="extracting",
+                    source=source,
+                    started_at=_now(),
+                    mode="delta" if base_run_id else "full",
+                    base_run_id=base_run_id,
+                    pages=0,
+                )
+            )
+            if base_run_id:
+                columns = ["tenant", "run_id", "seq", *STAGED_COLUMNS]
+                copied = select(
+                    literal(tenant),
+                    literal(run_id),
+                    staged_users.c.seq,
+                    *(staged_users.c[c] for c in STAGED_COLUMNS),
+                ).where(staged_users.c.tenant == tenant, staged_users.c.run_id == base_run_id)
+                connection.execute(insert(staged_users).from_select(columns, copied))
+
+    def extraction(self, tenant: str, run_id: str) -> dict[str, Any] | None:
+        """The run's extraction record (status, mode, resume link …), if any."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(extract_runs).where(extract_runs.c.tenant == tenant, extract_runs.c.run_id == run_id)
+            ).first()
+        return dict(row._mapping) if row else None
+
+    def apply_page(
+        self,
+        tenant: str,
+        run_id: str,
+        rows: list[dict[str, Any]],
+        removed: dict[str, str],
+        next_link: str | None,
+    ) -> None:
+        """Upsert one page of users by object id, record removals, remember where to resume.
+
+        One transaction per page: a retried page replaces what it wrote, so replaying a page
+        after a failure neither duplicates nor loses a user.
+        """
+        ids = [r["object_id"] for r in rows if r.get("object_id")] + list(removed)
+        with self.engine.begin() as connection:
+            key = (staged_users.c.tenant == tenant, staged_users.c.run_id == run_id)
+            for chunk in _chunks(ids, 500):
+                connection.execute(delete(staged_users).where(*key, staged_users.c.object_id.in_(chunk)))
+            first_seq = connection.execute(
+                select(func.coalesce(func.max(staged_users.c.seq), -1) + 1).where(*key)
+            ).scalar_one()
+            if rows:
+                connection.execute(
+                    insert(staged_users),
+                    [{"tenant": tenant, "run_id": run_id, "seq": first_seq + i, **r} for i, r in enumerate(rows)],
+                )
+            if removed:
+                gone = (removed_users.c.tenant == tenant, removed_users.c.run_id == run_id)
+                connection.execute(delete(removed_users).where(*gone, removed_users.c.object_id.in_(list(removed))))
+                connection.execute(
+                    insert(removed_users),
+                    [{"tenant": tenant, "run_id": run_id, "object_id": i, "reason": r} for i, r in removed.items()],
+                )
+            connection.execute(
+                update(extract_runs)
+                .where(extract_runs.c.tenant == tenant, extract_runs.c.run_id == run_id)
+                .values(resume_link=next_link, pages=extract_runs.c.pages + 1)
+            )
+
+    def add_scope_members(self, tenant: str, run_id: str, object_ids: list[str]) -> None:
+        if not object_ids:
+            return
+        with self.engine.begin() as connection:
+            key = (scope_members.c.tenant == tenant, scope_members.c.run_id == run_id)
+            known = set(
+                connection.execute(
+                    select(scope_members.c.object_id).where(*key, scope_members.c.object_id.in_(object_ids))
+                ).scalars()
+            )
+            new = sorted(set(object_ids) - known)
+            if new:
+                connection.execute(
+                    insert(scope_members), [{"tenant": tenant, "run_id": run_id, "object_id": i} for i in new]
+                )
+
+    def scope_member_ids(self, tenant: str, run_id: str) -> set[str]:
+        with self.engine.connect() as connection:
+            return set(
+                connection.execute(
+                    select(scope_members.c.object_id).where(
+                        scope_members.c.tenant == tenant, scope_members.c.run_id == run_id
+                    )
+                ).scalars()
+            )
+
+    def removed_ids(self, tenant: str, run_id: str) -> dict[str, str]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(removed_users.c.object_id, removed_users.c.reason).where(
+                    removed_users.c.tenant == tenant, removed_users.c.run_id == run_id
+                )
+            ).all()
+        return dict(rows)
+
+    def staged_count(self, tenant: str, run_id: str) -> int:
+        with self.engine.connect() as connection:
+            return connection.execute(
+                select(func.count()).where(staged_users.c.tenant == tenant, staged_users.c.run_id == run_id)
+            ).scalar_one()
+
+    def cursor(self, tenant: str) -> dict[str, Any] | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(sync_cursors).where(sync_cursors.c.tenant == tenant)).first()
+        return dict(row._mapping) if row else None
+
+    def save_cursor(self, tenant: str, delta_link: str, snapshot_run_id: str, full_read: bool) -> None:
+        now = _now()
+        with self.engine.begin() as connection:
+            previous = connection.execute(
+                select(sync_cursors.c.full_read_at).where(sync_cursors.c.tenant == tenant)
+            ).scalar_one_or_none()
+            connection.execute(delete(sync_cursors).where(sync_cursors.c.tenant == tenant))
+            connection.execute(
+                insert(sync_cursors).values(
+                    tenant=tenant,
+                    delta_link=delta_link,
+                    snapshot_run_id=snapshot_run_id,
+                    full_read_at=now if full_read or previous is None else previous,
+                    updated_at=now,
                 )
             )
 
@@ -210,6 +375,10 @@ class Staging:
                     .values(status="pruned")
                 )
         return len(old)
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _now() -> datetime:

@@ -109,6 +109,8 @@ def scope_status(staged: pd.DataFrame, scope: ScopeSettings) -> pd.Series:
         status[guest] = OUT_OF_SCOPE
     if scope.only_enabled:
         status[~enabled] = OUT_OF_SCOPE
+    if scope.groups:  # `group_member` is added from the groups' transitive members at extraction
+        status[~staged["group_member"].astype(bool)] = OUT_OF_SCOPE
     return status
 
 

@@ -177,10 +177,12 @@ def make_tenant(
     def make(
         users: int = 300, seed: int = 7, frankli_url: str | None = None, name: str = "acme", **tenant_extra: Any
     ) -> SyncedTenant:
+        workdir = tmp_path / name
+        workdir.mkdir()
         directory = generate_tenant(users, seed=seed)
         emulator = GraphEmulator(directory).start()
         started.append(emulator)
-        url = frankli_url or f"sqlite:///{tmp_path / 'frankli.db'}"
+        url = frankli_url or f"sqlite:///{workdir / 'frankli.db'}"
         msgraph = {
             "conn_type": "msgraph",
             "login": "test-client",
@@ -198,14 +200,14 @@ def make_tenant(
         )
         monkeypatch.setenv(
             f"AIRFLOW_CONN_STAGING_{name.upper()}",
-            json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": f"sqlite:///{tmp_path / 'staging.db'}"}}),
+            json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": f"sqlite:///{workdir / 'staging.db'}"}}),
         )
         tenant = SyncedTenant(
             name=name,
             directory=directory,
             emulator=emulator,
             frankli_url=url,
-            workdir=tmp_path,
+            workdir=workdir,
             tenant_extra=tenant_extra,
         )
         tenant.write_config()

@@ -13,9 +13,12 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -192,7 +195,9 @@ def test_single_user_and_manager_endpoints(emulator: GraphEmulator, tenant: Tena
         assert f"Resource '{missing}' does not exist" in body["error"]["message"]
 
 
-@pytest.mark.parametrize("path", ["/v1.0/groups", "/v1.0/users/x/memberOf", "/", "/beta/users"])
+@pytest.mark.parametrize(
+    "path", ["/v1.0/applications", "/v1.0/users/x/memberOf", "/v1.0/groups/x/owners", "/", "/beta/users"]
+)
 def test_unknown_routes_are_graph_style_404s(emulator: GraphEmulator, path: str) -> None:
     status, _, body = _call(f"http://127.0.0.1:{emulator.port}{path}")
     assert status == 404 and body["error"]["code"] == "Request_ResourceNotFound"
@@ -297,3 +302,122 @@ def test_cli_prints_one_line_serves_and_exits_cleanly_on_sigterm() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# ------------------------------------------------------------------ $filter, delta, groups
+
+
+def _enabled_member(user: dict) -> bool:
+    return user["userType"] == "Member" and user["accountEnabled"] is True
+
+
+def _quote(expression: str) -> str:
+    return urllib.parse.quote(expression, safe="")
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("accountEnabled eq true", lambda u: u["accountEnabled"] is True),
+        ("accountEnabled eq false", lambda u: u["accountEnabled"] is False),
+        ("userType eq 'Guest'", lambda u: u["userType"] == "Guest"),
+        ("accountEnabled eq true and userType eq 'member'", _enabled_member),
+    ],
+)
+def test_filter_on_users_pages_through_exactly_the_matching_users(
+    emulator: GraphEmulator, tenant: Tenant, expression: str, expected: Any
+) -> None:
+    url = f"{emulator.base_url}/users?$top=250&$select=accountEnabled,userType&$filter={_quote(expression)}"
+    pages = list(_pages(url))  # no ConsistencyLevel header: Graph does not need it for these
+    ids = [user["id"] for page in pages for user in page["value"]]
+    assert len(ids) == len(set(ids))
+    assert ids == [u["id"] for u in tenant.users_sorted() if expected(u)]
+    assert all("$filter=" in page["@odata.nextLink"] for page in pages[:-1])
+
+
+@pytest.mark.parametrize(
+    "expression", ["accountEnabled eq true or userType eq 'Guest'", "startswith(displayName,'A')", "city eq 'Dublin'"]
+)
+def test_unsupported_filter_is_a_400(emulator: GraphEmulator, expression: str) -> None:
+    status, _, body = _call(f"{emulator.base_url}/users?$filter={_quote(expression)}")
+    assert status == 400 and body["error"]["code"] == "Request_UnsupportedQuery"
+
+
+def test_delta_over_http_initial_sync_changes_minimal_and_410(fresh: GraphEmulator) -> None:
+    tenant = fresh.tenant
+    pages = list(_pages(f"{fresh.base_url}/users/delta?$select=displayName,mobilePhone&$top=999"))
+    assert sorted(u["id"] for page in pages for u in page["value"]) == tenant.ids_sorted()
+    assert all(page["@odata.nextLink"].startswith(f"{fresh.base_url}/users/delta?$skiptoken=") for page in pages[:-1])
+    delta_link = pages[-1]["@odata.deltaLink"]
+    assert delta_link.startswith(f"{fresh.base_url}/users/delta?$deltatoken=")
+
+    target = next(u for u in tenant.users_sorted() if u["mobilePhone"] and not tenant.direct_reports(u["id"]))
+    tenant.update_user(target["id"], mobilePhone=None)
+    request = urllib.request.Request(delta_link, headers={"Prefer": "return=minimal"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Preference-Applied"] == "return=minimal"
+        body = json.loads(response.read())
+    assert body["value"] == [{"id": target["id"], "mobilePhone": None}]
+    full = _get(delta_link)["value"]  # replay, without the header: all selected properties
+    assert full == [{"id": target["id"], "displayName": target["displayName"], "mobilePhone": None}]
+
+    # The Kiota-style path works too.
+    assert _get(f"{fresh.base_url}/users/delta()?$top=1")["value"]
+
+    admin = f"http://127.0.0.1:{fresh.port}/_emulator"
+    status, _, body = _call(f"{admin}/expire-delta-tokens", method="POST", body=b"")
+    assert status == 200
+    status, headers, body = _call(delta_link)
+    assert status == 410 and headers["Content-Type"].startswith("application/json")
+    assert body["error"]["code"] in ("syncStateNotFound", "resyncRequired")
+
+    fresh_link = list(_pages(f"{fresh.base_url}/users/delta?$top=999"))[-1]["@odata.deltaLink"]
+    assert _call(fresh_link)[0] == 200
+    status, _, body = _call(f"{admin}/delta-token-max-age", method="PUT", body=b'{"seconds": 0.01}')
+    assert status == 200 and body == {"seconds": 0.01}
+    time.sleep(0.05)
+    status, _, body = _call(fresh_link)
+    assert status == 410 and body["error"]["code"] == "syncStateNotFound"
+    assert _call(f"{admin}/delta-token-max-age", method="PUT", body=b'{"seconds": -1}')[0] == 400
+    fresh.delta_token_max_age = timedelta(days=7)
+    assert _get(f"{admin}/delta-token-max-age") == {"seconds": 7 * 24 * 3600}
+
+
+def test_groups_list_get_and_404(emulator: GraphEmulator, tenant: Tenant) -> None:
+    page = _get(f"{emulator.base_url}/groups?$top=5&$select=displayName")
+    assert len(page["value"]) == 5 and page["@odata.nextLink"].startswith(f"{emulator.base_url}/groups?")
+    groups = [g for p in _pages(f"{emulator.base_url}/groups?$top=5") for g in p["value"]]
+    assert [g["id"] for g in groups] == tenant.group_ids()
+    all_staff = next(g for g in groups if g["displayName"] == "All Staff")
+    assert all_staff["securityEnabled"] is True and all_staff["groupTypes"] == []
+
+    single = _get(f"{emulator.base_url}/groups/{all_staff['id']}?$select=displayName")
+    assert {k: v for k, v in single.items() if not k.startswith("@")} == {
+        "id": all_staff["id"],
+        "displayName": "All Staff",
+    }
+    missing = "00000000-0000-4000-8000-00000000beef"
+    for path in (f"groups/{missing}", f"groups/{missing}/transitiveMembers/microsoft.graph.user"):
+        status, _, body = _call(f"{emulator.base_url}/{path}")
+        assert status == 404 and body["error"]["code"] == "Request_ResourceNotFound"
+
+
+def test_transitive_members_page_through_nested_groups_once_with_select_and_filter(
+    emulator: GraphEmulator, tenant: Tenant
+) -> None:
+    all_staff = next(i for i in tenant.group_ids() if tenant.get_group(i)["displayName"] == "All Staff")
+    url = f"{emulator.base_url}/groups/{all_staff}/transitiveMembers/microsoft.graph.user?$top=999&$select=userType"
+    pages = list(_pages(url))
+    ids = [user["id"] for page in pages for user in page["value"]]
+    members = [u["id"] for u in tenant.users_sorted() if u["userType"] == "Member"]
+    assert ids == members and len(pages) == math.ceil(len(members) / 999)
+    assert all(set(user) == {"id", "userType"} for page in pages for user in page["value"])
+    assert pages[0]["@odata.nextLink"].startswith(f"{emulator.base_url}/groups/{all_staff}/transitiveMembers/")
+
+    enabled = f"{url}&$filter={_quote('accountEnabled eq true')}"
+    filtered = [user["id"] for page in _pages(enabled) for user in page["value"]]
+    assert filtered == [i for i in members if tenant.get_user(i)["accountEnabled"]]
+    status, _, body = _call(f"{url}&$filter={_quote('accountEnabled ne true')}")
+    assert status == 400 and body["error"]["code"] == "Request_UnsupportedQuery"
+    status, _, _ = _call(f"{emulator.base_url}/groups/{all_staff}/transitiveMembers/microsoft.graph.user?$top=1000")
+    assert status == 400

@@ -195,7 +195,7 @@ def test_rehire_relinks_frankli_user_to_new_object_id(make_tenant, frankli_url: 
     tenant.run()
     archived = tenant.users()[leaver["id"]]
     assert archived["status"] == "archived"
-    assert archived["archived_reason"] == "not_in_source"
+    assert archived["archived_reason"] == "deleted"
 
     new_id = directory.add_user({**leaver, "id": None, "jobTitle": "Returning Engineer"})
     assert new_id != leaver["id"]
@@ -311,7 +311,7 @@ def test_sync_creates_uninvited_and_only_ever_archives_invited_or_active(make_te
 # --------------------------------------------------------------------------- 5. archive reasons, restore
 
 
-def test_archive_reason_is_disabled_not_in_source_or_out_of_scope(make_tenant, frankli_url: str | None) -> None:
+def test_archive_reason_is_disabled_deleted_or_out_of_scope(make_tenant, frankli_url: str | None) -> None:
     tenant = make_tenant(users=80, seed=16, frankli_url=frankli_url)
     directory = tenant.directory
     disabled, deleted, guest = _plain_members(directory, 3)
@@ -325,7 +325,7 @@ def test_archive_reason_is_disabled_not_in_source_or_out_of_scope(make_tenant, f
     after = tenant.users()
     actions = _user_actions(tenant, _run_id(tenant))
 
-    expected = {disabled["id"]: "disabled", deleted["id"]: "not_in_source", guest["id"]: "out_of_scope"}
+    expected = {disabled["id"]: "disabled", deleted["id"]: "deleted", guest["id"]: "out_of_scope"}
     assert set(actions) == set(expected), "only the three leavers change"
     for object_id, reason in expected.items():
         user = after[object_id]

@@ -71,7 +71,7 @@ def test_day1_then_day2(make_tenant, frankli_url: str | None) -> None:
         assert day2[gone]["status_before_archive"] == "uninvited"
     for gone in changes.deleted:
         assert day2[gone]["status"] == "archived"
-        assert day2[gone]["archived_reason"] == "not_in_source"
+        assert day2[gone]["archived_reason"] == "deleted"  # the delta read reports the deletion
     for user_id, attributes in changes.cleared_attributes.items():
         assert "mobilePhone" in attributes
         assert day1[user_id]["mobile_phone"] is not None

@@ -3,10 +3,18 @@ reproducible, has the promised mix of anomalies, and day 2 does exactly what it 
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import json
+import random
+import threading
 from collections import Counter, defaultdict
 
 import pytest
+from graph_emulator._data import DEPARTMENTS
+from graph_emulator.errors import GraphError
+from graph_emulator.filters import parse_filter
+from graph_emulator.sortedids import SortedIds
 from graph_emulator.store import USER_PROPERTIES, Tenant
 from graph_emulator.tenant import ChangeSet, apply_day2, generate_tenant
 
@@ -292,3 +300,169 @@ def test_day2_is_deterministic_for_tenant_and_day2_seed() -> None:
 def test_day2_refuses_a_tenant_too_small() -> None:
     with pytest.raises(ValueError, match="too small"):
         apply_day2(generate_tenant(5, seed=1))
+
+
+# ------------------------------------------------------------- ids, deletes, groups
+
+
+def test_generated_users_are_pinned_for_a_seed() -> None:
+    # Fixtures elsewhere rely on exact users per seed, so speeding up the generator must not
+    # change a single value: this digest was recorded before generation was optimised.
+    tenant = generate_tenant(300, seed=7)
+    assert tenant.ids_sorted()[:2] == ["001a2fd3-e74c-40f4-aa43-f0473f9d8024", "01a01d42-89d4-4f98-b724-5d1c7a594f67"]
+    digest = hashlib.sha256(
+        json.dumps([tenant.users_sorted(), sorted(tenant.managers.items())], sort_keys=True).encode()
+    ).hexdigest()
+    assert digest == "d209e37e13ecdf1426d585b2f09090cf32b8460b70d9a50cc86b90023d07dcc1"
+    assert tenant.group_ids() == generate_tenant(300, seed=7).group_ids()
+    assert tenant.group_ids() != generate_tenant(300, seed=8).group_ids()
+
+
+def test_demo_groups_are_departments_nested_in_all_staff(big: Tenant, big_users: list[dict]) -> None:
+    groups = {big.get_group(i)["displayName"]: i for i in big.group_ids()}
+    assert "All Staff" in groups and "Engineering" in groups and len(groups) == len(DEPARTMENTS) + 1
+    users, nested = big.group_members(groups["All Staff"])
+    assert users == [] and set(nested) == {groups[d] for d in DEPARTMENTS}
+    members = [u["id"] for u in big_users if u["userType"] == "Member"]
+    assert big.transitive_user_ids(groups["All Staff"]) == sorted(members)  # guests are in no group
+    engineering = big.transitive_user_ids(groups["Engineering"])
+    assert engineering and all(_norm(big.get_user(i)["department"]) == "engineering" for i in engineering)
+
+
+def test_transitive_members_include_nested_groups_exactly_once_and_survive_cycles() -> None:
+    tenant = generate_tenant(60, seed=2)
+    a, b, c, d, outsider = tenant.ids_sorted()[:5]
+    inner = tenant.add_group("Inner", [b, c])
+    middle = tenant.add_group("Middle", [a, b], [inner])
+    outer = tenant.add_group("Outer", [c], [middle, inner])  # inner reachable twice, c direct and nested
+    assert tenant.transitive_user_ids(outer) == sorted([a, b, c])
+    assert outsider not in tenant.transitive_user_ids(outer)
+
+    tenant.add_group_member(inner, outer)  # a cycle: outer -> middle -> inner -> outer
+    tenant.add_group_member(inner, inner)  # and a group inside itself
+    tenant.add_group_member(inner, d)
+    results: dict[str, list[str]] = {}
+    worker = threading.Thread(
+        target=lambda: results.update({g: tenant.transitive_user_ids(g) for g in (outer, middle, inner)}), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "flattening a cycle of groups did not terminate"
+    assert all(found == sorted([a, b, c, d]) for found in results.values()) and len(results) == 3
+
+    tenant.remove_group_member(inner, d)
+    assert d not in tenant.transitive_user_ids(outer)
+    with pytest.raises(KeyError):
+        tenant.remove_group_member(inner, d)
+    with pytest.raises(KeyError):
+        tenant.add_group_member("no-such-group", a)
+    with pytest.raises(ValueError):
+        tenant.add_group_member(inner, "no-such-member")
+    with pytest.raises(ValueError):
+        tenant.add_group("Broken", ["no-such-user"])
+    with pytest.raises(ValueError):
+        tenant.add_group("Broken", group_ids=["no-such-group"])
+
+
+def test_deleted_users_leave_transitive_members_and_restored_ones_return() -> None:
+    tenant = generate_tenant(60, seed=2)
+    leaves = [i for i in tenant.ids_sorted() if tenant.manager_of(i) and not tenant.direct_reports(i)]
+    soft, hard, kept = leaves[:3]
+    group = tenant.add_group("Team", [soft, hard, kept])
+    tenant.soft_delete_user(soft)
+    tenant.delete_user(hard)
+    assert tenant.transitive_user_ids(group) == [kept]
+    tenant.restore_user(soft)
+    assert tenant.transitive_user_ids(group) == sorted([soft, kept])
+    assert tenant.group_members(group)[0] == sorted([soft, kept])  # the hard-deleted one is gone for good
+
+
+def test_soft_delete_hides_the_user_and_restore_brings_it_back_with_its_manager() -> None:
+    tenant = generate_tenant(80, seed=4)
+    manager = next(i for i in tenant.ids_sorted() if tenant.direct_reports(i) and tenant.manager_of(i))
+    report = tenant.direct_reports(manager)[0]
+    boss = tenant.manager_of(manager)
+    before = tenant.get_user(manager)
+    sequence = tenant.change_sequence
+
+    tenant.soft_delete_user(manager)
+    assert manager not in tenant and tenant.get_user(manager) is None
+    assert tenant.resolve(before["userPrincipalName"]) is None
+    assert tenant.deleted_user_ids() == [manager]
+    assert tenant.manager_of(report) is None  # reports lose the manager, as with a hard delete
+    assert tenant.change_sequence > sequence
+    with pytest.raises(ValueError):
+        tenant.add_user({"id": manager, "userPrincipalName": "clash@contoso.example"})
+
+    tenant.restore_user(manager)
+    assert tenant.get_user(manager) == before and tenant.manager_of(manager) == boss
+    assert tenant.deleted_user_ids() == []
+    with pytest.raises(KeyError):
+        tenant.restore_user(manager)
+
+    tenant.soft_delete_user(manager)
+    tenant.delete_user(manager)  # purging from deleted items
+    assert tenant.deleted_user_ids() == []
+    with pytest.raises(KeyError):
+        tenant.restore_user(manager)
+
+
+def test_sorted_ids_match_a_plain_sorted_list_under_churn() -> None:
+    rng = random.Random(5)
+    reference = sorted(f"{rng.getrandbits(64):016x}" for _ in range(5000))
+    ids = SortedIds(reference)
+    for step in range(6000):
+        if step % 3 == 0 and reference:
+            victim = reference.pop(rng.randrange(len(reference)))
+            ids.remove(victim)
+        else:
+            new = f"{rng.getrandbits(64):016x}"
+            ids.add(new)
+            bisect.insort(reference, new)
+    assert ids.to_list() == reference and len(ids) == len(reference)
+    for after in (None, reference[0], reference[1234], reference[-1], "0", "g"):
+        expected = reference if after is None else [i for i in reference if i > after]
+        assert list(ids.iter_after(after)) == expected
+    assert reference[17] in ids and "nope" not in ids
+    with pytest.raises(ValueError):
+        ids.add(reference[0])
+    with pytest.raises(KeyError):
+        ids.remove("nope")
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("accountEnabled eq true", [(True, "Member"), (True, "Guest")]),
+        ("accountEnabled eq false", [(False, "Member")]),
+        ("userType eq 'Guest'", [(True, "Guest")]),
+        ("usertype eq 'member'", [(True, "Member"), (False, "Member")]),
+        ("accountEnabled eq true and userType eq 'Member'", [(True, "Member")]),
+        ("(accountEnabled eq false) and (userType eq 'Member')", [(False, "Member")]),
+    ],
+)
+def test_filter_subset(expression: str, expected: list[tuple[bool, str]]) -> None:
+    users = [(True, "Member"), (False, "Member"), (True, "Guest")]
+    matching = parse_filter(expression)
+    assert [u for u in users if matching({"accountEnabled": u[0], "userType": u[1]})] == expected
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "accountEnabled eq true or userType eq 'Guest'",
+        "accountEnabled ne true",
+        "not accountEnabled eq true",
+        "startswith(displayName,'A')",
+        "department eq 'Sales'",
+        "accountEnabled eq 'true'",
+        "userType eq Member",
+        "accountEnabled eq true and",
+        "(accountEnabled eq true",
+        "",
+    ],
+)
+def test_filters_outside_the_subset_are_unsupported_queries(expression: str) -> None:
+    with pytest.raises(GraphError) as error:
+        parse_filter(expression)
+    assert error.value.status == 400 and error.value.code == "Request_UnsupportedQuery"
