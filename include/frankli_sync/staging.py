@@ -259,16 +259,6 @@ class Staging:
                 )
             )
 
-    def append_users(self, tenant: str, run_id: str, first_seq: int, rows: list[dict[str, Any]]) -> None:
-        """Write one page of users (one multi-row INSERT)."""
-        if not rows:
-            return
-        with self.engine.begin() as connection:
-            connection.execute(
-                insert(staged_users),
-                [{"tenant": tenant, "run_id": run_id, "seq": first_seq + i, **row} for i, row in enumerate(rows)],
-            )
-
     def complete_snapshot(self, tenant: str, run_id: str, user_count: int) -> None:
         with self.engine.begin() as connection:
             connection.execute(

@@ -189,36 +189,3 @@ async def iter_group_member_ids(client: GraphClient, group_id: str, page_size: i
             return
         body = await client.get(next_link)
 
-
-# --- full read through /users (kept until extraction moves to delta) -----------------------------
-
-EXPAND_PAGE_CAP = 100  # Graph caps pages at 100 whenever $expand is used, whatever $top says
-
-
-def users_query(page_size: int = 999, with_manager: bool = True) -> dict[str, str]:
-    query = {"$select": ",".join(GRAPH_SELECT), "$top": str(page_size)}
-    if with_manager:
-        query["$expand"] = "manager($select=id)"
-        query["$top"] = str(min(page_size, EXPAND_PAGE_CAP))
-    return query
-
-
-def read_users(conn_id: str, on_page: Any, page_size: int = 999) -> int:
-    """Read every user via ``/users?$expand=manager``, handing each page of rows to `on_page`."""
-
-    async def consume() -> int:
-        client = GraphClient(conn_id)
-        total = 0
-        try:
-            body = await client.get("users", query=users_query(page_size))
-            while True:
-                rows = [graph_user_to_row(user) for user in body["value"]]
-                on_page(rows)
-                total += len(rows)
-                if not body.get("@odata.nextLink"):
-                    return total
-                body = await client.get(body["@odata.nextLink"])
-        finally:
-            await client.close()
-
-    return asyncio.run(consume())
