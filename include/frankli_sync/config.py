@@ -256,8 +256,11 @@ def _source(raw: Any, where: str, base_dir: Path = Path()) -> SourceSettings:
 def _target(raw: Any, where: str) -> TargetSettings:
     data = _mapping(raw, where)
     _no_unknown_keys(data, {"kind", "conn_id", "organisation"}, where)
+    kind = _choice(data.get("kind", "database"), TARGET_KINDS, f"{where}.kind")
+    if kind == "scim":  # part of the contract, not built yet: refuse loudly rather than sync nowhere
+        raise ConfigError(f"{where}.kind: 'scim' (the Frankli SCIM API) is not implemented yet; use 'database'")
     return TargetSettings(
-        kind=_choice(data.get("kind", "database"), TARGET_KINDS, f"{where}.kind"),
+        kind=kind,
         conn_id=_str(data.get("conn_id"), f"{where}.conn_id"),
         organisation=_str(data.get("organisation"), f"{where}.organisation"),
     )

@@ -224,3 +224,22 @@ def test_csv_export_gives_the_same_frankli_state_as_graph(make_tenant, tmp_path_
     # The export has no manager and no hire date: everything else must be identical.
     assert _state(csv_tenant) == _state(graph)
     assert len(_state(graph)) > 250
+
+
+def test_failed_extraction_resumes_where_it_stopped_without_duplicates(make_tenant) -> None:
+    tenant = make_tenant(users=400, seed=48, source={"kind": "graph", "conn_id": "msgraph_acme", "page_size": 50})
+    # Pages 1-2 succeed, then Graph keeps answering 503 longer than any retry budget: the task fails.
+    tenant.emulator.faults = FaultPlan(
+        rules=(FaultRule(path_prefix="/v1.0/users", status=503, retry_after=0, ordinals=tuple(range(3, 200))),)
+    )
+    tenant.run(expect="failed")
+    tenant.emulator.faults = None
+    # Clearing the extract task re-runs it with the same run id: it resumes from page 3.
+    requests_before = tenant.emulator.request_count
+    summary = tenant.run_task("extract")
+    assert summary["mode"] == "full (resumed)"
+    assert tenant.emulator.request_count - requests_before < 400 // 50, "a resumed read must not start over"
+    resumed = _staged(tenant)
+    tenant.run(conf={"full_sync": True})
+    assert resumed == _staged(tenant), "the resumed snapshot differs from a clean read"
+    assert len(resumed) == len(tenant.directory.users_sorted())

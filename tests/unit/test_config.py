@@ -352,3 +352,32 @@ def test_config_must_be_a_mapping_with_tenants(raw: Any) -> None:
 
 def test_tenant_entry_must_be_a_mapping() -> None:
     fails_naming({"tenants": ["contoso"]}, "tenants[0]")
+
+
+def test_scim_target_is_refused_until_it_exists() -> None:
+    raw = {
+        "tenants": [
+            {
+                "name": "contoso",
+                "source": {"kind": "graph", "conn_id": "g"},
+                "target": {"kind": "scim", "conn_id": "s", "organisation": "Contoso"},
+            }
+        ]
+    }
+    with pytest.raises(ConfigError, match=r"tenants\[0\]\.target\.kind: 'scim'.*not implemented"):
+        parse_config(raw)
+
+
+def test_csv_source_path_is_relative_to_the_config_file(tmp_path) -> None:
+    raw = {
+        "tenants": [
+            {
+                "name": "contoso",
+                "source": {"kind": "csv", "path": "exports/users.csv"},
+                "target": {"kind": "database", "conn_id": "f", "organisation": "Contoso"},
+            }
+        ]
+    }
+    config = parse_config(raw, base_dir=tmp_path)
+    assert config.tenants[0].source.path == str(tmp_path / "exports" / "users.csv")
+    assert config.tenants[0].source.full_resync_days == 7
