@@ -9,9 +9,10 @@ Users are read with ``/users/delta``: its first round returns every user in
 pages of up to 999 *with* the manager (``$select=manager`` →
 ``manager@delta``), where ``/users?$expand=manager`` is capped at 100 per
 page; its last page carries the ``@odata.deltaLink`` that the next run uses
-to fetch only the changes. On top of Kiota's own retries, every request is
-retried on throttling (429, honouring ``Retry-After``), 5xx and dropped
-connections with exponential backoff; a stale delta token (HTTP 410) raises
+to fetch only the changes. Every request is retried here on throttling
+(429, honouring ``Retry-After``), 5xx and dropped connections with
+exponential backoff (Kiota's retry middleware is switched off per request so
+waits don't compound); a stale delta token (HTTP 410) raises
 `DeltaTokenExpired` so the caller falls back to a full read.
 """
 
@@ -86,7 +87,7 @@ class GraphClient:
         self.retries = 0
 
     async def get(self, url: str, query: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> Any:
-        from kiota_http.middleware.options import ResponseHandlerOption
+        from kiota_http.middleware.options import ResponseHandlerOption, RetryHandlerOption
 
         await self.hook.assert_allowed_host(url)
         for attempt in range(1, self.retry.max_attempts + 1):
@@ -94,6 +95,8 @@ class GraphClient:
             info.request_options[ResponseHandlerOption.get_key()] = ResponseHandlerOption(
                 response_handler=_RawHandler()
             )
+            # One retry policy, ours: Kiota's own retry middleware would multiply attempts and waits.
+            info.request_options[RetryHandlerOption.get_key()] = RetryHandlerOption(max_retries=0)
             self.requests += 1
             try:
                 response: RawResponse = await self.hook.send_request(info)
