@@ -122,6 +122,16 @@ class Staging:
         snapshot, made by one INSERT … SELECT; the delta's changes are then applied to it.
         """
         with self.engine.begin() as connection:
+            copy_from = base_run_id
+            if base_run_id == run_id:
+                # Re-extracting the run the delta link continues from (a cleared task): its rows are the
+                # base, so they are set aside first instead of being dropped.
+                copy_from = f"{run_id}#base"
+                connection.execute(
+                    update(staged_users)
+                    .where(staged_users.c.tenant == tenant, staged_users.c.run_id == run_id)
+                    .values(run_id=copy_from)
+                )
             for table in (staged_users, removed_users, scope_members):
                 connection.execute(delete(table).where(table.c.tenant == tenant, table.c.run_id == run_id))
             connection.execute(
@@ -146,8 +156,11 @@ class Staging:
                     literal(run_id),
                     staged_users.c.seq,
                     *(staged_users.c[c] for c in STAGED_COLUMNS),
-                ).where(staged_users.c.tenant == tenant, staged_users.c.run_id == base_run_id)
+                ).where(staged_users.c.tenant == tenant, staged_users.c.run_id == copy_from)
                 connection.execute(insert(staged_users).from_select(columns, copied))
+                if copy_from != base_run_id:
+                    set_aside = (staged_users.c.tenant == tenant, staged_users.c.run_id == copy_from)
+                    connection.execute(delete(staged_users).where(*set_aside))
 
     def extraction(self, tenant: str, run_id: str) -> dict[str, Any] | None:
         """The run's extraction record (status, mode, resume link …), if any."""
