@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 
 from frankli_sync.config import SyncConfig, TenantConfig, load_config
 from frankli_sync.connections import engine_for, staging_engine
@@ -97,6 +99,16 @@ class RunContext:
     def run_dir(self) -> Path:
         return run_directory(self.config.reports_dir, self.tenant.name, self.run_id)
 
+    @contextmanager
+    def frankli(self) -> Iterator[tuple[Connection, int]]:
+        """One transaction on the tenant's Frankli organisation (its row locked); the engine is closed after."""
+        engine = engine_for(self.tenant.target.conn_id)
+        try:
+            with organisation_transaction(engine, self.tenant.target.organisation) as (connection, org_id):
+                yield connection, org_id
+        finally:
+            engine.dispose()
+
 
 # --- extract ---------------------------------------------------------------------------------
 
@@ -172,13 +184,9 @@ def validate(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = N
 def transform(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Entra rows → desired Frankli users → the plan against Frankli's current state (read-only)."""
     ctx = RunContext.open(tenant_name, run_id, params)
-    engine = engine_for(ctx.tenant.target.conn_id)
-    try:
-        with organisation_transaction(engine, ctx.tenant.target.organisation) as (connection, org_id):
-            plan = compute_plan(ctx, read_state(connection, org_id))
-            connection.rollback()  # planning writes nothing
-    finally:
-        engine.dispose()
+    with ctx.frankli() as (connection, org_id):
+        plan = compute_plan(ctx, read_state(connection, org_id))
+        connection.rollback()  # planning writes nothing
     document = plan_document(plan, full=ctx.params.dry_run)
     ctx.staging.save_document(ctx.tenant.name, run_id, "plan", document)
     return document["counts"]
@@ -229,15 +237,11 @@ def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None
     ctx = RunContext.open(tenant_name, run_id, params)
     if ctx.params.dry_run:
         return {"dry_run": True}
-    engine = engine_for(ctx.tenant.target.conn_id)
-    try:
-        with organisation_transaction(engine, ctx.tenant.target.organisation) as (connection, org_id):
-            plan = compute_plan(ctx, read_state(connection, org_id))
-            counts = apply_upserts(
-                connection, org_id, plan, run_id, datetime.now(UTC), quarantined=_quarantine_entries(ctx, plan)
-            )
-    finally:
-        engine.dispose()
+    with ctx.frankli() as (connection, org_id):
+        plan = compute_plan(ctx, read_state(connection, org_id))
+        counts = apply_upserts(
+            connection, org_id, plan, run_id, datetime.now(UTC), quarantined=_quarantine_entries(ctx, plan)
+        )
     if not ctx.params.only_user:
         ctx.staging.mark_synced(ctx.tenant.name, run_id)
     log.info("upserts for tenant %s run %s: %s", tenant_name, run_id, counts or "nothing to change")
@@ -249,22 +253,18 @@ def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | Non
     ctx = RunContext.open(tenant_name, run_id, params)
     if ctx.params.dry_run:
         return {"dry_run": True}
-    engine = engine_for(ctx.tenant.target.conn_id)
-    try:
-        with organisation_transaction(engine, ctx.tenant.target.organisation) as (connection, org_id):
-            plan = compute_plan(ctx, read_state(connection, org_id))
-            synced = connection.execute(
-                select(func.count()).where(
-                    users.c.organisation_id == org_id, users.c.external_id.is_not(None), users.c.status != "archived"
-                )
-            ).scalar_one()
-            guard = archive_guard(ctx, len(plan.archives), int(synced))
-            ctx.staging.save_document(ctx.tenant.name, run_id, "guard", guard)
-            if guard["blocked"]:
-                raise DeletionGuardTriggered(guard["message"])
-            archived = apply_archives(connection, org_id, plan.archives, run_id, datetime.now(UTC))
-    finally:
-        engine.dispose()
+    with ctx.frankli() as (connection, org_id):
+        plan = compute_plan(ctx, read_state(connection, org_id))
+        synced = connection.execute(
+            select(func.count()).where(
+                users.c.organisation_id == org_id, users.c.external_id.is_not(None), users.c.status != "archived"
+            )
+        ).scalar_one()
+        guard = archive_guard(ctx, len(plan.archives), int(synced))
+        ctx.staging.save_document(ctx.tenant.name, run_id, "guard", guard)
+        if guard["blocked"]:
+            raise DeletionGuardTriggered(guard["message"])
+        archived = apply_archives(connection, org_id, plan.archives, run_id, datetime.now(UTC))
     return {"archive": archived}
 
 
@@ -343,9 +343,5 @@ def report(
 def _applied_actions(ctx: RunContext) -> dict[str, int]:
     from frankli_sync.sinks.database import audit_counts
 
-    engine = engine_for(ctx.tenant.target.conn_id)
-    try:
-        with organisation_transaction(engine, ctx.tenant.target.organisation) as (connection, org_id):
-            return audit_counts(connection, org_id, ctx.run_id)
-    finally:
-        engine.dispose()
+    with ctx.frankli() as (connection, org_id):
+        return audit_counts(connection, org_id, ctx.run_id)

@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from entra_rows import entra, staged
 from frankli_sync.config import DEFAULT_MAPPING, FieldMapping, ScopeSettings
-from frankli_sync.entra import STAGED_COLUMNS
 from frankli_sync.plan import (
     ENTITY_TABLES,
     SYNC,
@@ -39,27 +39,6 @@ EMPTY_COUNTS = {
     "archive": 0,
     "conflict": 0,
 }
-
-
-def entra(object_id: str | None, upn: str | None, **columns: Any) -> dict[str, Any]:
-    """One staged Entra row with every STAGED_COLUMNS key: an enabled member "Ann Lee" unless overridden."""
-    row: dict[str, Any] = dict.fromkeys(STAGED_COLUMNS)
-    row.update(
-        object_id=object_id,
-        user_principal_name=upn,
-        mail=upn,
-        given_name="Ann",
-        surname="Lee",
-        account_enabled=True,
-        user_type="Member",
-    )
-    row.update(columns)
-    return row
-
-
-def staged(*rows: dict[str, Any]) -> pd.DataFrame:
-    """Staged rows as the staging table returns them: object columns, None for NULL."""
-    return pd.DataFrame({c: pd.Series([r[c] for r in rows], dtype="object") for c in STAGED_COLUMNS})
 
 
 def desired(

@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from entra_rows import entra, staged
 from frankli_sync.config import DEFAULT_MAPPING, FieldMapping, ScopeSettings
-from frankli_sync.entra import STAGED_COLUMNS
 from frankli_sync.transform import (
     ACTIVE,
     DISABLED,
@@ -28,27 +28,6 @@ pytestmark = pytest.mark.unit
 MAPPING = {name: FieldMapping(source, on) for name, (source, on) in DEFAULT_MAPPING.items()}
 ALL_USERS = ScopeSettings()
 NO_GUESTS = ScopeSettings(exclude_guests=True)
-
-
-def entra(object_id: str | None, upn: str | None, **columns: Any) -> dict[str, Any]:
-    """One staged row (every STAGED_COLUMNS key), an enabled member unless overridden."""
-    row: dict[str, Any] = dict.fromkeys(STAGED_COLUMNS)
-    row.update(
-        object_id=object_id,
-        user_principal_name=upn,
-        mail=upn,
-        given_name="Ann",
-        surname="Lee",
-        account_enabled=True,
-        user_type="Member",
-    )
-    row.update(columns)
-    return row
-
-
-def staged(*rows: dict[str, Any]) -> pd.DataFrame:
-    """Staged rows as the staging table returns them: object columns, None for NULL."""
-    return pd.DataFrame({c: pd.Series([r[c] for r in rows], dtype="object") for c in STAGED_COLUMNS})
 
 
 def desired(

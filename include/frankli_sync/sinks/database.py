@@ -17,22 +17,9 @@ import pandas as pd
 from sqlalchemy import Engine, and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from frankli_sync.plan import SYNC, FrankliState, Plan
+from frankli_sync.plan import SYNC, USER_STATE_COLUMNS, FrankliState, Plan
 from frankli_sync.sinks.schema import ENTITY_TABLES, create_schema, organisations, sync_audit, users
 from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS, json_ready, name_key
-
-STATE_COLUMNS = (
-    "id",
-    "external_id",
-    *TEXT_FIELDS,
-    "role_id",
-    "department_id",
-    "site_id",
-    "manager_id",
-    "status",
-    "status_before_archive",
-    "archived_by",
-)
 
 
 @dataclass(frozen=True)
@@ -60,7 +47,7 @@ def organisation_transaction(engine: Engine, organisation: str) -> Iterator[tupl
 def read_state(connection: Connection, org_id: int) -> FrankliState:
     """The organisation's users and entities as object-dtype frames (ints stay ints, NULL is None)."""
     user_rows = connection.execute(
-        select(*(users.c[c] for c in STATE_COLUMNS)).where(users.c.organisation_id == org_id).order_by(users.c.id)
+        select(*(users.c[c] for c in USER_STATE_COLUMNS)).where(users.c.organisation_id == org_id).order_by(users.c.id)
     )
     entities = {}
     for name, table in ENTITY_TABLES.items():
@@ -70,7 +57,7 @@ def read_state(connection: Connection, org_id: int) -> FrankliState:
             .order_by(table.c.id)
         )
         entities[name] = _frame(rows, ("id", "name", "deleted_at"))
-    return FrankliState(users=_frame(user_rows, STATE_COLUMNS), entities=entities)
+    return FrankliState(users=_frame(user_rows, USER_STATE_COLUMNS), entities=entities)
 
 
 def _frame(result: Iterable[Any], columns: Iterable[str]) -> pd.DataFrame:

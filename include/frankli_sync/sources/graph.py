@@ -191,4 +191,3 @@ async def iter_group_member_ids(client: GraphClient, group_id: str, page_size: i
         if not next_link:
             return
         body = await client.get(next_link)
-
