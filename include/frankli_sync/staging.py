@@ -94,6 +94,8 @@ staged_users = Table(
     Column("seq", Integer, nullable=False),
     *(Column(name, Boolean if name == "account_enabled" else String(1024)) for name in STAGED_COLUMNS),
     Index("ix_staged_users_run", "tenant", "run_id", "seq"),
+    # Pages upsert by object id: without this every page's DELETE would scan the whole snapshot.
+    Index("ix_staged_users_object", "tenant", "run_id", "object_id"),
 )
 
 run_documents = Table(
