@@ -15,6 +15,7 @@ files import this module while Airflow parses them.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,7 +209,7 @@ def validate_users(
 
     # An empty frame goes through GX too: one code path, and the docs record the empty run.
     frame = prepare(users, columns)
-    failures, docs_index = _run_gx(frame, checks, docs_dir, run_name)
+    failures, docs_index = _run_gx(_escaped(frame), checks, docs_dir, run_name)
     return ValidationOutcome(
         checked=len(frame),
         quarantined=_collect(frame, users.index, checks, failures, CRITICAL),
@@ -239,6 +240,21 @@ def prepare(users: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
     frame[_UPN_LOWER] = frame["user_principal_name"].str.lower()
     frame[_MAIL_LOWER] = frame["mail"].str.lower()
     return frame
+
+
+def _escaped(frame: pd.DataFrame) -> pd.DataFrame:
+    """The copy GX sees, with every text value HTML-escaped.
+
+    GX writes unexpected values into Data Docs without escaping them, and the values come
+    from Entra (untrusted). Escaping is injective and never adds "@", "." or white space,
+    so equality, uniqueness and the address formats give the same verdicts; the reasons
+    this module reports are read from the unescaped frame.
+    """
+    escaped = frame.copy()
+    for column in escaped.columns:
+        if column not in (ROW, "account_enabled"):
+            escaped[column] = escaped[column].map(lambda v: html.escape(v) if isinstance(v, str) else v)
+    return escaped
 
 
 def _clean_text(values: pd.Series) -> pd.Series:

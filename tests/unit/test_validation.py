@@ -280,3 +280,14 @@ def test_prepare_normalises_text_and_keeps_booleans_strict() -> None:
     assert frame["_row"].tolist() == [0, 1]
     # Only real booleans count as booleans: text "true" must fail the boolean rule.
     assert frame["account_enabled"].tolist() == [False, "true"]
+
+
+def test_directory_values_are_escaped_in_data_docs_but_reported_as_is(tmp_path: Path) -> None:
+    script = "<script>alert(1)</script>"
+    frame = pd.DataFrame([user("id-xss", "x@contoso.example", mail=script), user("id-ok", "ok@contoso.example")])
+    result = validate_users(frame, docs_dir=tmp_path, run_name="xss")
+    reasons = reasons_by_label(result.quarantined)
+    assert ("mail_format", script) in next(iter(reasons.values())), "reasons keep the value as Entra has it"
+    pages = [p.read_text(errors="replace") for p in tmp_path.rglob("*.html")]
+    assert pages and not any(script in page for page in pages), "a raw <script> from Entra reached Data Docs"
+    assert any("&lt;script&gt;" in page or "&amp;lt;script" in page for page in pages)
