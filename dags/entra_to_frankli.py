@@ -23,7 +23,7 @@ DEFAULT_ARGS = {
     "owner": "data-engineering",
     # Transient Graph / database errors are retried; safety stops fail at once (AirflowFailException).
     "retries": int(os.environ.get("FRANKLI_SYNC_TASK_RETRIES", "2")),
-    "retry_delay": timedelta(minutes=2),
+    "retry_delay": timedelta(seconds=int(os.environ.get("FRANKLI_SYNC_RETRY_DELAY_SECONDS", "120"))),
     "retry_exponential_backoff": True,
 }
 PARAMS = {
@@ -64,7 +64,7 @@ def build_dag(tenant: TenantConfig):
         dagrun_timeout=timedelta(hours=6),
     )
     def sync():
-        @task
+        @task(pool="graph_extract")  # caps concurrent Graph reads across tenants; the pool must exist
         def extract() -> dict:
             return _run("extract", tenant.name)
 

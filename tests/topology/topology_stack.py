@@ -11,6 +11,7 @@ and the REST API (token from SimpleAuthManager's `POST /auth/token`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -99,6 +100,8 @@ class CeleryStack:
     home: Path
     tenants: list[Tenant]
     worker_concurrency: int = 2
+    schedule: str | None = "@daily"
+    extra_env: dict[str, str] = field(default_factory=dict)
     prefix: str = field(default_factory=lambda: f"topo_{uuid.uuid4().hex[:10]}")
     api_port: int = field(default_factory=free_port)
     redis_index: int = -1
@@ -106,6 +109,7 @@ class CeleryStack:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     databases: list[str] = field(default_factory=list)
     stopped: set[str] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
     _token: str | None = None
 
     # ---------------------------------------------------------------- setup / teardown
@@ -142,8 +146,19 @@ class CeleryStack:
             tenant.port = free_port()
             log = (self.logs / f"emulator-{tenant.name}.log").open("w")
             tenant.process = subprocess.Popen(
-                [sys.executable, "-m", "graph_emulator", "--users", str(tenant.users), "--seed", str(tenant.seed)]
-                + ["--port", str(tenant.port), "--domain", f"{tenant.name}.example"],
+                [
+                    sys.executable,
+                    "-m",
+                    "graph_emulator",
+                    "--users",
+                    str(tenant.users),
+                    "--seed",
+                    str(tenant.seed),
+                    "--port",
+                    str(tenant.port),
+                    "--domain",
+                    f"{tenant.name}.example",
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -156,14 +171,14 @@ class CeleryStack:
                 what=f"Graph emulator for {tenant.name}",
             )
 
-    def write_config(self, schedule: str = "@daily") -> Path:
+    def write_config(self) -> Path:
         config = {
             "reports_dir": str(self.home / "reports"),
             "staging_conn_id": "frankli_staging",
             "tenants": [
                 {
                     "name": t.name,
-                    "schedule": schedule,
+                    "schedule": self.schedule,
                     "source": {"kind": "graph", "conn_id": f"msgraph_{t.name}"},
                     "target": {"kind": "database", "conn_id": f"frankli_{t.name}", "organisation": ORGANISATION},
                     "scope": {"exclude_guests": True},
@@ -201,6 +216,7 @@ class CeleryStack:
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
                 "FRANKLI_SYNC_CONFIG": str(self.home / "tenants.yaml"),
                 "FRANKLI_SYNC_TASK_RETRIES": "1",
+                "FRANKLI_SYNC_RETRY_DELAY_SECONDS": "5",  # the crash test waits for the retry
                 "GX_ANALYTICS_ENABLED": "False",
                 "AIRFLOW_CONN_FRANKLI_STAGING": json.dumps(
                     {
@@ -226,6 +242,7 @@ class CeleryStack:
             env[f"AIRFLOW_CONN_FRANKLI_{t.name.upper()}"] = json.dumps(
                 {"conn_type": "generic", "extra": {"sqlalchemy_url": t.frankli_url}}
             )
+        env.update(self.extra_env)
         return env
 
     def setup(self) -> None:
@@ -277,19 +294,15 @@ class CeleryStack:
         try:
             process.wait(wait)
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait(10)
 
     def teardown(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         for process in self.processes.values():
             self.kill_group(process, signal.SIGTERM, wait=20)
         for tenant in self.tenants:
@@ -304,7 +317,13 @@ class CeleryStack:
     # ---------------------------------------------------------------- talking to Airflow
     def airflow(self, *args: str, timeout: float = 180) -> str:
         result = subprocess.run(
-            [AIRFLOW, *args], capture_output=True, text=True, env=self.env(), cwd=self.home, timeout=timeout, check=False
+            [AIRFLOW, *args],
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            cwd=self.home,
+            timeout=timeout,
+            check=False,
         )
         assert result.returncode == 0, (
             f"airflow {' '.join(args)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -404,7 +423,7 @@ def frankli_rows(tenant: Tenant, table: str) -> list[dict[str, Any]]:
     from psycopg.rows import dict_row
 
     with psycopg.connect(f"postgresql://postgres@{PG_HOST}/{tenant.database}", row_factory=dict_row) as connection:
-        return list(connection.execute(f"SELECT * FROM {table} ORDER BY id"))  # noqa: S608 - fixed table names
+        return list(connection.execute(f"SELECT * FROM {table} ORDER BY id"))
 
 
 def users_state(tenant: Tenant) -> dict[str, dict[str, Any]]:
