@@ -18,24 +18,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from graph_emulator import FaultPlan, FaultRule, GraphEmulator
 from graph_emulator.tenant import generate_tenant
+from graph_http import call as _call
 
 pytestmark = pytest.mark.integration
 
 N = 700
-
-
-def _call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict[str, str], Any]:
-    request = urllib.request.Request(url, data=body, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), json.loads(error.read())
 
 
 def _dropped(url: str) -> BaseException:

@@ -26,19 +26,11 @@ from graph_emulator.query import DEFAULT_SELECT
 from graph_emulator.server import GraphEmulator
 from graph_emulator.store import Tenant
 from graph_emulator.tenant import generate_tenant
+from graph_http import call as _call
 
 pytestmark = pytest.mark.integration
 
 N = 3000
-
-
-def _call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict[str, str], Any]:
-    request = urllib.request.Request(url, data=body, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), json.loads(error.read())
 
 
 def _get(url: str) -> Any:
