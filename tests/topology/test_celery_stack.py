@@ -40,13 +40,8 @@ def stack(tmp_path: Path):
         home=tmp_path / "airflow",
         tenants=[Tenant("northwind", users=USERS, seed=11), Tenant("fabrikam", users=USERS, seed=23)],
     )
-    celery.home.mkdir()
-    try:
-        celery.setup()
-        celery.start_airflow()
+    with celery.running():
         yield celery
-    finally:
-        celery.teardown()
 
 
 def test_two_tenants_trigger_and_backfill_on_celery(stack: CeleryStack) -> None:

@@ -35,13 +35,8 @@ def stack(tmp_path: Path):
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
         },
     )
-    celery.home.mkdir()
-    try:
-        celery.setup()
-        celery.start_airflow()
+    with celery.running():
         yield celery
-    finally:
-        celery.teardown()
 
 
 def test_worker_killed_during_load_upserts_converges(stack: CeleryStack) -> None:

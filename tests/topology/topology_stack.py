@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,17 @@ class CeleryStack:
             )
         env.update(self.extra_env)
         return env
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[CeleryStack]:
+        """The stack up (databases, emulators, migrated metadata DB, Airflow processes), torn down after."""
+        self.home.mkdir()
+        try:
+            self.setup()
+            self.start_airflow()
+            yield self
+        finally:
+            self.teardown()
 
     def setup(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from entra_rows import entra
 from frankli_sync.entra import STAGED_COLUMNS
 from frankli_sync.validation import (
     DEFAULT_REQUIRED_FIELDS,
@@ -25,20 +26,8 @@ GUEST_UPN = "jane_gmail.com#EXT#@contoso.example"
 
 
 def user(object_id: str | None, upn: str | None, **overrides: Any) -> dict[str, Any]:
-    """A staged row that passes every rule unless overridden."""
-    row: dict[str, Any] = dict.fromkeys(STAGED_COLUMNS)
-    row.update(
-        object_id=object_id,
-        user_principal_name=upn,
-        mail=upn,
-        given_name="Ann",
-        surname="Lee",
-        department="Operations",
-        manager_id="mgr-1",
-        account_enabled=True,
-    )
-    row.update(overrides)
-    return row
+    """A staged row that passes every rule (warnings included) unless overridden."""
+    return entra(object_id, upn, **{"department": "Operations", "manager_id": "mgr-1", **overrides})
 
 
 # Index label -> staged row. Labels deliberately differ from object ids, so the tests also
