@@ -1,20 +1,28 @@
 """Frankli database sink: read an organisation's state, apply a plan in one transaction.
 
-Every write is a bulk statement (multi-row INSERT, executemany UPDATE with
-bound parameters): no per-user round trips. The same code runs on SQLite (the
-embedded default) and PostgreSQL.
+Every write is set-based, never a statement per user:
+
+- new rows (entities, users, audit) go in with one bulk load: ``COPY … FROM STDIN``
+  on PostgreSQL, one executemany ``INSERT`` elsewhere (SQLite, in process);
+- changes to existing users are staged in a temporary table with the same bulk
+  load, then applied by one ``UPDATE users … FROM <temp> WHERE users.id = <temp>.id``.
+
+The same statements run on SQLite (the embedded default) and PostgreSQL, with the
+same run clock, so both hold the same rows for the same input (tests compare dumps).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, and_, bindparam, func, insert, select, update
+from sqlalchemy import JSON, Column, Engine, Integer, MetaData, Table, func, insert, literal, select, update
 from sqlalchemy.engine import Connection
 
 from frankli_sync.plan import SYNC, USER_STATE_COLUMNS, FrankliState, Plan
@@ -81,8 +89,7 @@ def apply_upserts(
 
     if len(plan.links):
         _bulk_update(
-            connection,
-            [{"b_id": r.user_id, "p_external_id": r.external_id, "b_now": now} for r in plan.links.itertuples()],
+            connection, [{"id": r.user_id, "external_id": r.external_id} for r in plan.links.itertuples()], now
         )
         audit += [
             AuditEntry(r.external_id, r.email, "link", {"kind": r.kind, "old_external_id": _none(r.old_external_id)})
@@ -91,7 +98,7 @@ def apply_upserts(
 
     if len(plan.creates):
         records = plan.creates.to_dict("records")
-        connection.execute(insert(users), [_user_values(r, keys, org_id, now, fields=_written(r)) for r in records])
+        bulk_insert(connection, users, [_user_values(r, keys, org_id, now, fields=_written(r)) for r in records])
         audit += [
             AuditEntry(r["external_id"], r.get("email"), "create", {"fields": _audited(r, _written(r))})
             for r in records
@@ -99,21 +106,20 @@ def apply_upserts(
 
     plain_fields = [f for f in plan.always_fields if f != "manager"]
     if len(plan.updates) and plain_fields:
-        params = []
-        for record in plan.updates.to_dict("records"):
-            row = _user_values(record, keys, org_id, now, fields=plain_fields)
-            params.append({"b_id": record["user_id"], "b_now": now, **{f"p_{k}": v for k, v in row.items()}})
-        _bulk_update(connection, params)
+        rows = [
+            {"id": record["user_id"], **_user_values(record, keys, org_id, now, fields=plain_fields)}
+            for record in plan.updates.to_dict("records")
+        ]
+        _bulk_update(connection, rows, now)
     audit += [
         AuditEntry(r["external_id"], r.get("email"), "update", {"changes": r["changes"]})
         for r in plan.updates.to_dict("records")
     ]
 
     if len(plan.restores):
-        cleared = dict.fromkeys(("p_status_before_archive", "p_archived_reason", "p_archived_by", "p_archived_at"))
+        cleared = dict.fromkeys(("status_before_archive", "archived_reason", "archived_by", "archived_at"))
         _bulk_update(
-            connection,
-            [{"b_id": r.user_id, "p_status": r.status, "b_now": now, **cleared} for r in plan.restores.itertuples()],
+            connection, [{"id": r.user_id, "status": r.status, **cleared} for r in plan.restores.itertuples()], now
         )
         audit += [
             AuditEntry(r.external_id, r.email, "restore", {"status": r.status}) for r in plan.restores.itertuples()
@@ -129,22 +135,13 @@ def apply_archives(connection: Connection, org_id: int, archives: pd.DataFrame, 
     """Archive users (status kept in `status_before_archive` so a restore can put it back)."""
     if archives.empty:
         return 0
-    statement = (
-        update(users)
-        .where(and_(users.c.id == bindparam("b_id"), users.c.status != "archived"))
-        .values(
-            status="archived",
-            status_before_archive=bindparam("b_before"),
-            archived_reason=bindparam("b_reason"),
-            archived_by=SYNC,
-            archived_at=bindparam("b_now"),
-            updated_at=bindparam("b_now"),
-        )
-    )
     records = archives.to_dict("records")
-    connection.execute(
-        statement,
-        [{"b_id": r["user_id"], "b_before": r["status"], "b_reason": r["reason"], "b_now": now} for r in records],
+    _bulk_update(
+        connection,
+        [{"id": r["user_id"], "status_before_archive": r["status"], "archived_reason": r["reason"]} for r in records],
+        now,
+        constants={"status": "archived", "archived_by": SYNC, "archived_at": now},
+        only_if=users.c.status != "archived",
     )
     _write_audit(
         connection,
@@ -161,8 +158,9 @@ def apply_archives(connection: Connection, org_id: int, archives: pd.DataFrame, 
 
 def _create_entities(connection: Connection, org_id: int, creates: pd.DataFrame, now: datetime) -> None:
     for table_name, group in creates.groupby("table"):
-        connection.execute(
-            insert(ENTITY_TABLES[str(table_name)]),
+        bulk_insert(
+            connection,
+            ENTITY_TABLES[str(table_name)],
             [
                 {"organisation_id": org_id, "name": name, "created_by": SYNC, "created_at": now}
                 for name in group["name"]
@@ -219,17 +217,82 @@ def _audited(record: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]
     return {f: _none(record.get(f)) for f in fields if _none(record.get(f)) is not None}
 
 
-def _bulk_update(connection: Connection, params: list[dict[str, Any]]) -> None:
-    """One executemany ``UPDATE users SET <col> = :p_<col> … WHERE id = :b_id`` (bound parameters only).
+def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert `rows` into `table` in one bulk load: COPY on PostgreSQL, one executemany INSERT elsewhere.
 
-    Every parameter set has the same keys: ``b_id``, ``b_now`` and one ``p_<column>`` per column set.
+    Rows are loaded in list order, so generated ids follow it on both backends. Values
+    travel as data (COPY rows or bound parameters), never inside SQL text.
     """
-    if not params:
+    if not rows:
         return
-    columns = [key[2:] for key in params[0] if key.startswith("p_")]
-    values: dict[str, Any] = {column: bindparam(f"p_{column}") for column in columns}
-    values["updated_at"] = bindparam("b_now")
-    connection.execute(update(users).where(users.c.id == bindparam("b_id")).values(values), params)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    integers = [c for c in columns if isinstance(table.c[c].type, Integer)]
+    if integers:  # pandas turns integer columns with gaps into floats: 117.0 must load as 117
+        rows = [{**row, **{c: _integer(row.get(c), table, c) for c in integers}} for row in rows]
+    if connection.dialect.name != "postgresql":
+        connection.execute(insert(table), [{c: row.get(c) for c in columns} for row in rows])
+        return
+    from psycopg import sql
+
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)}
+    serialise = connection.dialect._json_serializer or json.dumps
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
+        for row in rows:
+            copy.write_row(
+                [serialise(row.get(c)) if c in json_columns and row.get(c) is not None else row.get(c) for c in columns]
+            )
+
+
+def _integer(value: Any, table: Table, column: str) -> int | None:
+    value = _none(value)
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return int(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    raise ValueError(f"{table.name}.{column}: expected an integer id, got {value!r}")
+
+
+def _bulk_update(
+    connection: Connection,
+    rows: list[dict[str, Any]],
+    now: datetime,
+    constants: Mapping[str, Any] | None = None,
+    only_if: Any = None,
+) -> None:
+    """Set per-user values on many users with one ``UPDATE users … FROM <temp table>``.
+
+    `rows` are ``{"id": user id, <users column>: value, …}`` with the same columns each;
+    they are bulk-loaded into a temporary table first. `constants` are set on every
+    matched user (as bound parameters), ``updated_at`` to `now`; `only_if` narrows the match.
+    """
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c != "id"]
+    changes = Table(
+        "frankli_sync_user_changes",
+        MetaData(),
+        Column("id", users.c.id.type, primary_key=True),
+        *(Column(c, users.c[c].type) for c in columns),
+        prefixes=["TEMPORARY"],
+    )
+    changes.drop(connection, checkfirst=True)  # left over by a failed load on this connection
+    changes.create(connection)
+    try:
+        bulk_insert(connection, changes, rows)
+        values: dict[str, Any] = {c: changes.c[c] for c in columns}
+        values.update({k: literal(v, users.c[k].type) for k, v in (constants or {}).items()})
+        values["updated_at"] = literal(now, users.c.updated_at.type)
+        match = users.c.id == changes.c.id
+        connection.execute(update(users).where(match if only_if is None else match & only_if).values(values))
+    finally:
+        changes.drop(connection)
 
 
 def _set_managers(connection: Connection, org_id: int, plan: Plan, now: datetime) -> None:
@@ -248,12 +311,15 @@ def _set_managers(connection: Connection, org_id: int, plan: Plan, now: datetime
             )
         ).all()
     )
-    params = [
-        {"b_id": ids[user], "p_manager_id": ids.get(manager) if _none(manager) else None, "b_now": now}
-        for user, manager in rows
-        if user in ids
-    ]
-    _bulk_update(connection, params)
+    _bulk_update(
+        connection,
+        [
+            {"id": ids[user], "manager_id": ids.get(manager) if _none(manager) else None}
+            for user, manager in rows
+            if user in ids
+        ],
+        now,
+    )
 
 
 def _new_quarantines(
@@ -275,8 +341,9 @@ def _new_quarantines(
 def _write_audit(connection: Connection, org_id: int, run_id: str, now: datetime, entries: list[AuditEntry]) -> None:
     if not entries:
         return
-    connection.execute(
-        insert(sync_audit),
+    bulk_insert(
+        connection,
+        sync_audit,
         [
             {
                 "organisation_id": org_id,
