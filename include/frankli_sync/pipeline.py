@@ -99,6 +99,18 @@ class RunContext:
     def run_dir(self) -> Path:
         return run_directory(self.config.reports_dir, self.tenant.name, self.run_id)
 
+    def clock(self) -> datetime:
+        """The instant this run's Entra snapshot was taken: every Frankli timestamp the run writes.
+
+        A cleared or retried load therefore writes the same values as the first attempt,
+        and the same run gives the same rows on SQLite and PostgreSQL.
+        """
+        record = self.staging.extraction(self.tenant.name, self.run_id)
+        if record is None:
+            raise SnapshotMissing(f"tenant {self.tenant.name} run {self.run_id}: no extraction; run extract first")
+        started: datetime = record["started_at"]
+        return started.replace(tzinfo=UTC) if started.tzinfo is None else started.astimezone(UTC)
+
     @contextmanager
     def frankli(self) -> Iterator[tuple[Connection, int]]:
         """One transaction on the tenant's Frankli organisation (its row locked); the engine is closed after."""
@@ -240,7 +252,7 @@ def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None
     with ctx.frankli() as (connection, org_id):
         plan = compute_plan(ctx, read_state(connection, org_id))
         counts = apply_upserts(
-            connection, org_id, plan, run_id, datetime.now(UTC), quarantined=_quarantine_entries(ctx, plan)
+            connection, org_id, plan, run_id, ctx.clock(), quarantined=_quarantine_entries(ctx, plan)
         )
     if not ctx.params.only_user:
         ctx.staging.mark_synced(ctx.tenant.name, run_id)
@@ -264,7 +276,7 @@ def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | Non
         ctx.staging.save_document(ctx.tenant.name, run_id, "guard", guard)
         if guard["blocked"]:
             raise DeletionGuardTriggered(guard["message"])
-        archived = apply_archives(connection, org_id, plan.archives, run_id, datetime.now(UTC))
+        archived = apply_archives(connection, org_id, plan.archives, run_id, ctx.clock())
     return {"archive": archived}
 
 
