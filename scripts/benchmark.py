@@ -7,6 +7,10 @@ per run to benchmarks/results.md. Task durations come from the run's own
 task log lines.
 
     .venv/bin/python scripts/benchmark.py --users 100000
+    .venv/bin/python scripts/benchmark.py --users 100000 --frankli-postgres postgresql+psycopg://127.0.0.1:5432/test
+
+With --frankli-postgres the Frankli database is a fresh schema `frankli_benchmark` in
+that PostgreSQL database (dropped and created again on every run) instead of SQLite.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ def timed_run(env: dict[str, str], log: Path, conf: str = "{}") -> tuple[float, 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--frankli-postgres", metavar="URL", help="SQLAlchemy URL of a PostgreSQL database")
     options = parser.parse_args()
     rows = []
     for users in options.users:
@@ -72,6 +77,13 @@ def main() -> int:
         emulator, base_url = start_emulator(users, seed=42)
         try:
             env = demo_env(base_url, WORK / "frankli.db")
+            backend = "SQLite"
+            if options.frankli_postgres:
+                backend = "PostgreSQL"
+                url = fresh_postgres_schema(options.frankli_postgres)
+                env["AIRFLOW_CONN_FRANKLI_CONTOSO"] = json.dumps(
+                    {"conn_type": "generic", "extra": {"sqlalchemy_url": url}}
+                )
             env["AIRFLOW_HOME"] = str(WORK / "airflow")
             config = WORK / "tenants.yaml"
             config.write_text((REPO / "config" / "tenants.demo.yaml").read_text().replace("../reports", "reports"))
@@ -87,12 +99,13 @@ def main() -> int:
                 # run the way an admin would after reading the guard's message.
                 conf = '{"allow_mass_archive": true}' if day == "day 2" else "{}"
                 seconds, tasks, peak = timed_run(env, WORK / f"{day.replace(' ', '')}.log", conf)
-                row = (users, day, seconds, tasks, peak)
+                row = (users, backend, day, seconds, tasks, peak)
                 rows.append(row)
                 print(
                     json.dumps(
                         {
                             "users": users,
+                            "frankli_db": backend,
                             "run": day,
                             "wall_s": round(seconds, 1),
                             "peak_rss_mib": peak // 1024,
@@ -107,21 +120,37 @@ def main() -> int:
     return 0
 
 
+def fresh_postgres_schema(url: str, schema: str = "frankli_benchmark") -> str:
+    """Drop and create `schema` in the database at `url`; the URL of a connection that uses it."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            connection.execute(text(f"CREATE SCHEMA {schema}"))
+    finally:
+        engine.dispose()
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
 def write_results(rows: list[tuple]) -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     if not RESULTS.exists():
         RESULTS.write_text(
             "# Benchmark results\n\n`make benchmark` (scripts/benchmark.py): whole `airflow dags test` runs on "
-            "embedded defaults (SQLite staging + Frankli DB, Graph emulator on localhost), 2 cores.\n\n"
-            "| date | users | run | wall s | extract | validate | transform | load_upserts | load_archives | report "
-            "| peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+            "embedded defaults (SQLite staging, Frankli DB on SQLite or PostgreSQL, Graph emulator on localhost), "
+            "2 cores.\n\n"
+            "| date | users | Frankli DB | run | wall s | extract | validate | transform | load_upserts "
+            "| load_archives | report | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         )
     tasks = ("extract", "validate", "transform", "load_upserts", "load_archives", "report")
     with RESULTS.open("a") as out:
-        for users, day, seconds, durations, peak in rows:
+        for users, backend, day, seconds, durations, peak in rows:
             cells = " | ".join(f"{durations.get(t, 0):.1f}" for t in tasks)
             out.write(
-                f"| {datetime.now(UTC):%Y-%m-%d} | {users:,} | {day} | {seconds:.1f} | {cells} | {peak // 1024} |\n"
+                f"| {datetime.now(UTC):%Y-%m-%d} | {users:,} | {backend} | {day} | {seconds:.1f} | {cells} "
+                f"| {peak // 1024} |\n"
             )
 
 

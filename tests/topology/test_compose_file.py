@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -82,7 +83,17 @@ def test_frankli_database_and_its_init_sql(compose: dict) -> None:
     assert frankli["image"].startswith("postgres:")
     init = [v for v in frankli["volumes"] if "docker-entrypoint-initdb.d" in v]
     assert init and (REPO / init[0].split(":")[0]).is_file()
-    assert "CREATE DATABASE frankli_staging" in (REPO / init[0].split(":")[0]).read_text()
+    init_sql = (REPO / init[0].split(":")[0]).read_text()
+    created = set(re.findall(r"^CREATE DATABASE (\w+);", init_sql, re.M))
+    env = compose["x-airflow-common"]["environment"]
+    # Every postgres connection to frankli-db names a database that exists: POSTGRES_DB or one the SQL creates.
+    databases = {
+        json.loads(value)["schema"]
+        for name, value in env.items()
+        if name.startswith("AIRFLOW_CONN_") and '"host": "frankli-db"' in value
+    }
+    default_db = frankli["environment"]["POSTGRES_DB"]
+    assert databases == {default_db, *created}, (databases, created)
 
 
 def test_dockerfile_installs_requirements_and_package() -> None:
@@ -123,8 +134,7 @@ def test_celery_executor_with_redis_broker_and_postgres_backend(common: dict) ->
     assert env["AIRFLOW__API_AUTH__JWT_SECRET"].startswith("${")
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
     assert env["FRANKLI_SYNC_CONFIG"]
-    for conn in ("AIRFLOW_CONN_MSGRAPH_CONTOSO", "AIRFLOW_CONN_FRANKLI_CONTOSO", "AIRFLOW_CONN_FRANKLI_STAGING"):
-        assert env[conn].startswith('{"conn_type"'), conn
+    assert env["AIRFLOW_CONN_FRANKLI_STAGING"].startswith('{"conn_type": "postgres"')
 
 
 def test_compose_tenant_config_is_valid_and_uses_shared_staging() -> None:
@@ -132,4 +142,25 @@ def test_compose_tenant_config_is_valid_and_uses_shared_staging() -> None:
 
     config = load_config(REPO / "docker" / "tenants.compose.yaml")
     assert config.staging_conn_id == "frankli_staging"
-    assert [t.dag_id for t in config.tenants] == ["entra_to_frankli__contoso"]
+    assert [t.dag_id for t in config.tenants] == ["entra_to_frankli__contoso", "entra_to_frankli__fabrikam"]
+
+
+def test_every_compose_tenant_has_its_own_connections(common: dict) -> None:
+    from frankli_sync.config import load_config
+
+    env = common["environment"]
+    config = load_config(REPO / "docker" / "tenants.compose.yaml")
+    seen: dict[str, str] = {}
+    for tenant in config.tenants:
+        for kind, conn_id in (("source", tenant.source.conn_id), ("target", tenant.target.conn_id)):
+            variable = f"AIRFLOW_CONN_{str(conn_id).upper()}"
+            assert variable in env, f"tenant {tenant.name}: {kind} connection {conn_id} has no {variable}"
+            assert seen.setdefault(variable, tenant.name) == tenant.name, f"{variable} shared by two tenants"
+            conn = json.loads(re.sub(r"\$\{[^}]*\}", "x", env[variable]))
+            assert conn["conn_type"] == ("msgraph" if kind == "source" else "postgres"), variable
+    targets = {
+        json.loads(re.sub(r"\$\{[^}]*\}", "x", env[f"AIRFLOW_CONN_{t.target.conn_id.upper()}"]))["schema"]
+        for t in config.tenants
+    }
+    assert len(targets) == len(config.tenants), "two tenants write into the same Frankli database"
+    assert f"AIRFLOW_CONN_{config.staging_conn_id.upper()}" in env
