@@ -147,6 +147,7 @@ def staged_users(ctx: RunContext, run_id: str) -> pd.DataFrame:
 
 def validate(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run the GX suite on the in-scope staged users; quarantine failing rows; stop above the threshold."""
+    from frankli_sync.sinks.schema import frankli_field_lengths
     from frankli_sync.validation import ValidationSettings, validate_users
 
     ctx = RunContext.open(tenant_name, run_id, params)
@@ -155,6 +156,7 @@ def validate(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = N
     settings = ValidationSettings(
         required_fields=ctx.tenant.validation.required_columns,
         warn_fields=ctx.tenant.validation.warn_columns,
+        max_lengths=frankli_field_lengths(ctx.tenant.mapping),
     )
     outcome = validate_users(
         in_scope.reset_index(drop=True), settings, docs_dir=ctx.run_dir / "validation", run_name=run_id

@@ -16,7 +16,7 @@ files import this module while Airflow parses them.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,11 @@ EMAIL_REGEX = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 ROW = "_row"
 _UPN_LOWER = "_upn_lower"
 _MAIL_LOWER = "_mail_lower"
+_FITS = "_fits_"  # + staged column: True when the value can be stored in Frankli, None when missing
+
+NUL = "\x00"
+# How much of a too-long value a reason quotes (enough to find the user, not the whole value).
+_REASON_PREFIX_CHARS = 40
 
 # Columns every suite reads, whatever the settings say.
 _ALWAYS_CHECKED: tuple[str, ...] = ("object_id", "user_principal_name", "mail", "account_enabled")
@@ -52,10 +57,18 @@ OUTCOME_COLUMNS: tuple[str, ...] = ("object_id", "user_principal_name", "reasons
 
 @dataclass(frozen=True)
 class ValidationSettings:
-    """Which staged columns must be present (quarantine) and which should be (warning)."""
+    """Which staged columns must be present (quarantine) and which should be (warning).
+
+    ``max_lengths``: staged column -> the most characters the Frankli column it feeds can
+    hold. A value that is longer (after trimming) or contains a NUL character is
+    quarantined: PostgreSQL rejects both (failing the whole load) while SQLite stores
+    them, so only the gate can make both backends behave the same. Empty: no such checks.
+    """
 
     required_fields: tuple[str, ...] = DEFAULT_REQUIRED_FIELDS
     warn_fields: tuple[str, ...] = DEFAULT_WARN_FIELDS
+    # Not hashed: a dict is not hashable, and equal settings still hash equal without it.
+    max_lengths: Mapping[str, int] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         # Settings usually come from tenant config files: accept lists, reject typos early
@@ -63,13 +76,28 @@ class ValidationSettings:
         for name in ("required_fields", "warn_fields"):
             value = getattr(self, name)
             fields_ = (value,) if isinstance(value, str) else tuple(value)
-            unknown = [f for f in fields_ if f not in STAGED_COLUMNS]
-            if unknown:
-                raise ValueError(
-                    f"{name}: unknown staging column(s) {', '.join(map(repr, unknown))}; "
-                    f"expected some of {', '.join(STAGED_COLUMNS)}"
-                )
+            _reject_unknown_columns(name, fields_)
             object.__setattr__(self, name, fields_)
+        if not isinstance(self.max_lengths, Mapping):
+            raise ValueError(f"max_lengths: must map staging columns to lengths, got {type(self.max_lengths).__name__}")
+        lengths = dict(self.max_lengths)  # a copy: the caller's dict may change later
+        _reject_unknown_columns("max_lengths", lengths)
+        bad = {c: n for c, n in lengths.items() if isinstance(n, bool) or not isinstance(n, int) or n < 1}
+        if bad:
+            raise ValueError(
+                "max_lengths: lengths must be positive whole numbers of characters, got "
+                + ", ".join(f"{column}={length!r}" for column, length in bad.items())
+            )
+        object.__setattr__(self, "max_lengths", lengths)
+
+
+def _reject_unknown_columns(name: str, columns: Iterable[Any]) -> None:
+    unknown = [c for c in columns if c not in STAGED_COLUMNS]
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown staging column(s) {', '.join(map(repr, unknown))}; "
+            f"expected some of {', '.join(STAGED_COLUMNS)}"
+        )
 
 
 DEFAULT_SETTINGS = ValidationSettings()
@@ -102,6 +130,7 @@ class Check:
 
     ``kind`` picks the GX expectation; ``column`` is the (possibly helper) column GX
     checks; ``shown`` the column whose value a reason reports (None: the value is missing).
+    ``max_length`` is the limit of a ``fits`` check.
     """
 
     name: str
@@ -111,6 +140,7 @@ class Check:
     shown: str | None
     description: str
     column_b: str | None = None
+    max_length: int | None = None
 
 
 def plan_checks(settings: ValidationSettings = DEFAULT_SETTINGS) -> list[Check]:
@@ -168,6 +198,18 @@ def plan_checks(settings: ValidationSettings = DEFAULT_SETTINGS) -> list[Check]:
             "'Account enabled' must be true or false.",
         ),
     ]
+    checks += [
+        Check(
+            f"fits_frankli:{column}",
+            CRITICAL,
+            "fits",
+            _FITS + column,
+            column,
+            f"{column} must fit its Frankli field: at most {length} characters and no NUL character.",
+            max_length=length,
+        )
+        for column, length in settings.max_lengths.items()
+    ]
     required = set(_required_columns(settings))
     # A field that is both required and recommended is already covered by the critical rule.
     checks += [
@@ -208,7 +250,7 @@ def validate_users(
         raise ValueError(f"users has duplicate column(s): {', '.join(duplicated)}")
 
     # An empty frame goes through GX too: one code path, and the docs record the empty run.
-    frame = prepare(users, columns)
+    frame = prepare(users, columns, settings.max_lengths)
     failures, docs_index = _run_gx(_escaped(frame), checks, docs_dir, run_name)
     return ValidationOutcome(
         checked=len(frame),
@@ -221,15 +263,18 @@ def validate_users(
 
 def checked_columns(settings: ValidationSettings = DEFAULT_SETTINGS) -> list[str]:
     """The staged columns the suite reads (and therefore requires in its input)."""
-    return list(dict.fromkeys((*_ALWAYS_CHECKED, *settings.required_fields, *settings.warn_fields)))
+    return list(
+        dict.fromkeys((*_ALWAYS_CHECKED, *settings.required_fields, *settings.warn_fields, *settings.max_lengths))
+    )
 
 
-def prepare(users: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+def prepare(users: pd.DataFrame, columns: Iterable[str], max_lengths: Mapping[str, int] | None = None) -> pd.DataFrame:
     """The normalised copy GX validates: only the checked columns plus helper columns.
 
     Text is stripped and blank text becomes missing, so "  " fails a required-field rule
     like an absent value does. The copy has a positional index and a ``_row`` column that
-    GX reports failing rows by.
+    GX reports failing rows by. For each column of ``max_lengths`` (which must be among
+    ``columns``) a ``_fits_<column>`` column says whether the value can be stored.
     """
     frame = pd.DataFrame(index=pd.RangeIndex(len(users)))
     for column in columns:
@@ -239,7 +284,16 @@ def prepare(users: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
     # GX's uniqueness and pair-equality checks are case-sensitive; UPNs and mail are not.
     frame[_UPN_LOWER] = frame["user_principal_name"].str.lower()
     frame[_MAIL_LOWER] = frame["mail"].str.lower()
+    # Measured here, on the unescaped values: the copy GX sees is HTML-escaped ("&" -> "&amp;").
+    for column, length in (max_lengths or {}).items():
+        frame[_FITS + column] = pd.Series(
+            [None if _is_missing(v) else _fits(str(v), length) for v in frame[column]], index=frame.index, dtype=object
+        )
     return frame
+
+
+def _fits(text: str, max_length: int) -> bool:
+    return len(text) <= max_length and NUL not in text
 
 
 def _escaped(frame: pd.DataFrame) -> pd.DataFrame:
@@ -407,6 +461,9 @@ def _expectation(check: Check) -> Any:
         return gxe.ExpectColumnValuesToMatchRegex(column=check.column, regex=EMAIL_REGEX, **common)
     if check.kind == "in_set":
         return gxe.ExpectColumnValuesToBeInSet(column=check.column, value_set=[True, False], **common)
+    if check.kind == "fits":
+        # Missing values (None in the helper column) are skipped: required-field rules own them.
+        return gxe.ExpectColumnValuesToBeInSet(column=check.column, value_set=[True], **common)
     if check.kind == "pair_equal":
         # Rows with a missing side are left to the required-field rules, so a missing
         # mail is reported once, as "required:mail", not also as a mismatch.
@@ -485,15 +542,32 @@ def _reason_values(frame: pd.DataFrame, check: Check, rows: np.ndarray) -> list[
         upns = frame["user_principal_name"].to_numpy(dtype=object)[rows]
         mails = frame["mail"].to_numpy(dtype=object)[rows]
         return [f"UPN {upn} ≠ mail {mail}" for upn, mail in zip(upns, mails, strict=True)]
+    if check.kind == "fits":
+        values = frame[check.shown].to_numpy(dtype=object)[rows]
+        return [_unfit_reason(str(value), check.max_length or 0) for value in values]
     if check.shown is None:
         return [None] * len(rows)
     return _texts(frame[check.shown].to_numpy(dtype=object)[rows])
+
+
+def _unfit_reason(text: str, max_length: int) -> str:
+    """Why a value cannot be stored, with the start of it (NULs shown as ␀), not all of it."""
+    problems = []
+    if len(text) > max_length:
+        problems.append(f"{len(text)} characters; Frankli holds at most {max_length}")
+    if NUL in text:
+        problems.append("contains a NUL character")
+    start = text[:_REASON_PREFIX_CHARS].replace(NUL, "␀")
+    ellipsis = "…" if len(text) > _REASON_PREFIX_CHARS else ""
+    return f'{"; ".join(problems)}: "{start}{ellipsis}"'
 
 
 def _reported_column(check: Check) -> str:
     """The staged column a reason is about (helper columns are an implementation detail)."""
     if check.kind == "pair_equal":
         return "mail"  # the mailbox attribute is what HR asks IT to correct
+    if check.kind == "fits":
+        return check.shown or check.column
     return {
         _UPN_LOWER: "user_principal_name",
         _MAIL_LOWER: "mail",

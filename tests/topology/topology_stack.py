@@ -310,6 +310,27 @@ class CeleryStack:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
 
+    @staticmethod
+    def kill_tree(process: subprocess.Popen) -> list[int]:
+        """SIGKILL a process and every descendant, as losing the machine or an OOM kill would.
+
+        Airflow's task supervisor puts each task runner in its own process group, so killing
+        the worker's group alone leaves the running task alive (and it would commit).
+        """
+        import psutil
+
+        try:
+            root = psutil.Process(process.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        for member in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+        psutil.wait_procs(tree, timeout=20)
+        process.wait(10)
+        return [member.pid for member in tree]
+
     def teardown(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
@@ -436,6 +457,23 @@ def frankli_rows(tenant: Tenant, table: str) -> list[dict[str, Any]]:
 
     with psycopg.connect(f"postgresql://postgres@{PG_HOST}/{tenant.database}", row_factory=dict_row) as connection:
         return list(connection.execute(f"SELECT * FROM {table} ORDER BY id"))
+
+
+def load_writing(tenant: Tenant) -> bool:
+    """Whether a sync load is writing in an open, uncommitted transaction on the tenant's Frankli DB.
+
+    Only the load tasks COPY or UPDATE through the temporary table (transform only reads);
+    `xact_start` is set until the transaction commits or rolls back.
+    """
+    import psycopg
+
+    with psycopg.connect(f"postgresql://postgres@{PG_HOST}/{tenant.database}") as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL "
+            "AND (query LIKE 'COPY %' OR query LIKE '%frankli_sync_user_changes%')"
+        ).fetchone()
+    return bool(row and row[0])
 
 
 def users_state(tenant: Tenant) -> dict[str, dict[str, Any]]:

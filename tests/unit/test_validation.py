@@ -9,7 +9,9 @@ from typing import Any
 import pandas as pd
 import pytest
 from entra_rows import entra
+from frankli_sync.config import DEFAULT_MAPPING, FieldMapping
 from frankli_sync.entra import STAGED_COLUMNS
+from frankli_sync.sinks.schema import frankli_field_lengths
 from frankli_sync.validation import (
     DEFAULT_REQUIRED_FIELDS,
     SUITE_NAME,
@@ -280,3 +282,109 @@ def test_directory_values_are_escaped_in_data_docs_but_reported_as_is(tmp_path: 
     pages = [p.read_text(errors="replace") for p in tmp_path.rglob("*.html")]
     assert pages and not any(script in page for page in pages), "a raw <script> from Entra reached Data Docs"
     assert any("&lt;script&gt;" in page or "&amp;lt;script" in page for page in pages)
+
+
+# --- values Frankli cannot store (too long, NUL) ------------------------------------
+
+FIT_LIMITS = {"given_name": 255, "city": 255, "street_address": 255}
+FIT_ROWS: dict[str, dict[str, Any]] = {
+    "given_256": user("id-long", "long@contoso.example", given_name="A" * 256),
+    "given_255": user("id-exact", "exact@contoso.example", given_name="B" * 255),
+    # Trimmed before measuring, as the load trims it: 255 characters are stored.
+    "given_255_padded": user("id-padded", "padded@contoso.example", given_name=f"  {'C' * 255}\t"),
+    # 255 raw characters, but 1,275 once HTML-escaped for GX: must be measured raw.
+    "ampersands": user("id-amp", "amp@contoso.example", given_name="&" * 255),
+    "city_nul": user("id-nul", "nul@contoso.example", city="Dub\x00lin"),
+    "street_missing": user("id-no-street", "nostreet@contoso.example", street_address=None, city="  "),
+}
+
+
+def mapping_from(**sources: str) -> dict[str, FieldMapping]:
+    """The default field mapping with some Frankli fields read from other Entra attributes."""
+    return {field: FieldMapping(sources.get(field, source), on) for field, (source, on) in DEFAULT_MAPPING.items()}
+
+
+@pytest.fixture(scope="module")
+def fit_outcome() -> ValidationOutcome:
+    users = pd.DataFrame(list(FIT_ROWS.values()), index=list(FIT_ROWS))
+    return validate_users(users, ValidationSettings(max_lengths=FIT_LIMITS))
+
+
+def test_value_longer_than_frankli_allows_is_quarantined_naming_field_and_length(
+    fit_outcome: ValidationOutcome,
+) -> None:
+    (reason,) = fit_outcome.quarantined.loc["given_256", "reasons"]
+    assert reason["expectation"] == "fits_frankli:given_name"
+    assert reason["column"] == "given_name"
+    assert reason["severity"] == "critical"
+    assert reason["value"].startswith("256 characters; Frankli holds at most 255")
+    assert len(reason["value"]) < 100, "the reason quotes the start of the value, not all of it"
+    json.dumps(reason)
+
+
+def test_value_of_exactly_the_limit_passes_even_if_html_escaping_makes_it_longer(
+    fit_outcome: ValidationOutcome,
+) -> None:
+    for label in ("given_255", "given_255_padded", "ampersands"):
+        assert label not in fit_outcome.quarantined.index, label
+
+
+def test_nul_character_is_quarantined(fit_outcome: ValidationOutcome) -> None:
+    (reason,) = fit_outcome.quarantined.loc["city_nul", "reasons"]
+    assert reason["expectation"] == "fits_frankli:city"
+    assert reason["column"] == "city"
+    assert "contains a NUL character" in reason["value"]
+    assert "\x00" not in reason["value"]
+
+
+def test_missing_value_passes_the_fit_check(fit_outcome: ValidationOutcome) -> None:
+    assert "street_missing" not in fit_outcome.quarantined.index
+    assert set(fit_outcome.quarantined.index) == {"given_256", "city_nul"}
+    counts = {name: s["unexpected_count"] for name, s in fit_outcome.statistics.items() if name.startswith("fits")}
+    assert counts == {"fits_frankli:given_name": 1, "fits_frankli:city": 1, "fits_frankli:street_address": 0}
+
+
+def test_fit_checks_read_only_their_columns() -> None:
+    settings = ValidationSettings(max_lengths={"postal_code": 64})
+    assert "postal_code" in checked_columns(settings)
+    assert "postal_code" not in checked_columns()
+    with pytest.raises(ValueError, match="postal_code"):
+        validate_users(pd.DataFrame([user("id-1", "a@contoso.example")]).drop(columns=["postal_code"]), settings)
+    frame = prepare(pd.DataFrame([user("id-1", "a@contoso.example", postal_code="9" * 65)]), checked_columns(settings))
+    assert not [c for c in frame.columns if c.startswith("_fits_")], "no helper without max_lengths"
+
+
+def test_unknown_or_invalid_max_lengths_are_rejected_by_name() -> None:
+    with pytest.raises(ValueError, match="street_adress"):
+        ValidationSettings(max_lengths={"street_adress": 255})
+    with pytest.raises(ValueError, match="city=0"):
+        ValidationSettings(max_lengths={"city": 0})
+    with pytest.raises(ValueError, match="city=True"):
+        ValidationSettings(max_lengths={"city": True})
+    with pytest.raises(ValueError, match="max_lengths"):
+        ValidationSettings(max_lengths=[("city", 10)])  # type: ignore[arg-type]
+
+
+def test_frankli_field_lengths_of_the_default_mapping() -> None:
+    assert frankli_field_lengths(mapping_from()) == {
+        "user_principal_name": 320,
+        "given_name": 255,
+        "surname": 255,
+        "job_title": 255,
+        "department": 255,
+        "office_location": 255,
+        "street_address": 255,
+        "city": 255,
+        "postal_code": 64,
+        "country": 255,
+        "business_phone": 64,
+        "mobile_phone": 64,
+    }  # no start_date (a date) and no manager (an id)
+
+
+def test_frankli_field_lengths_smallest_limit_wins_for_a_shared_column() -> None:
+    # postal code (64) and city (255) both read city; so do role / site (entity names, 255).
+    mapping = mapping_from(postal_code="city", site="city")
+    lengths = frankli_field_lengths(mapping)
+    assert lengths["city"] == 64
+    assert "postal_code" not in lengths and "office_location" not in lengths

@@ -335,7 +335,7 @@ def _new_quarantines(
             )
         ).all()
     )
-    return [q for q in quarantined if (q.external_id, q.email) not in done]
+    return [q for q in quarantined if _audit_identity(q) not in done]
 
 
 def _write_audit(connection: Connection, org_id: int, run_id: str, now: datetime, entries: list[AuditEntry]) -> None:
@@ -348,8 +348,7 @@ def _write_audit(connection: Connection, org_id: int, run_id: str, now: datetime
             {
                 "organisation_id": org_id,
                 "run_id": run_id,
-                "external_id": e.external_id,
-                "email": e.email,
+                **dict(zip(("external_id", "email"), _audit_identity(e), strict=True)),
                 "action": e.action,
                 "details": json_ready(e.details),
                 "created_at": now,
@@ -357,6 +356,26 @@ def _write_audit(connection: Connection, org_id: int, run_id: str, now: datetime
             for e in entries
         ],
     )
+
+
+def _audit_identity(entry: AuditEntry) -> tuple[str | None, str | None]:
+    """`external_id` and `email` as the audit row stores them."""
+    return (
+        _loggable(entry.external_id, sync_audit.c.external_id.type.length),
+        _loggable(entry.email, sync_audit.c.email.type.length),
+    )
+
+
+def _loggable(value: str | None, limit: int) -> str | None:
+    """An identifier as the audit can store it: NUL shown as ␀, cut to the column with "…".
+
+    Quarantined users are audited with the identifiers Entra gave, which may be what got them
+    quarantined (too long, a NUL PostgreSQL cannot hold); the audit row must still be written.
+    """
+    if value is None:
+        return None
+    value = str(value).replace("\x00", "\u2400")
+    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def _count(entries: Iterable[AuditEntry]) -> dict[str, int]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -17,6 +20,11 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Connection
+
+from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS
+
+if TYPE_CHECKING:
+    from frankli_sync.config import FieldMapping
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identities.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -103,3 +111,26 @@ USER_STATUSES = ("uninvited", "invited", "active", "archived")
 def create_schema(connection: Connection) -> None:
     """Create the Frankli tables that are missing (the pipeline owns the schema when it is absent)."""
     metadata.create_all(connection, checkfirst=True)
+
+
+def frankli_field_lengths(mapping: Mapping[str, FieldMapping]) -> dict[str, int]:
+    """Staged column -> the most characters the Frankli column(s) it feeds can hold.
+
+    Text fields are limited by their `users` column (non-text ones such as `start_date`
+    have no limit here); role / department / site by the entity table's `name`. When one
+    staged column feeds several fields, the smallest limit wins. The validation gate
+    quarantines longer values: PostgreSQL would reject them (failing the whole load),
+    SQLite would store them.
+    """
+    lengths: dict[str, int] = {}
+    for field, rule in mapping.items():
+        if field in ENTITY_FIELDS:
+            column_type = ENTITY_TABLES[ENTITY_FIELDS[field]].c.name.type
+        elif field in TEXT_FIELDS:
+            column_type = users.c[field].type
+        else:
+            continue
+        length = getattr(column_type, "length", None) if isinstance(column_type, String) else None
+        if length:
+            lengths[rule.column] = min(length, lengths.get(rule.column, length))
+    return lengths

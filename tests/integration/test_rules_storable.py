@@ -1,0 +1,96 @@
+"""Values Frankli cannot store are quarantined by validation, the same way on SQLite and PostgreSQL.
+
+Entra allows a 1,024-character streetAddress and any character in a city; Frankli's
+`users.street_address` holds 255 characters, and PostgreSQL rejects both a longer value
+and a NUL character ("\\x00") by failing the whole load transaction, while SQLite stores
+them. The validation gate must hold such a user back (and name the field) so that the
+rest of the tenant is synced on either backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from graph_emulator import Tenant
+
+pytestmark = pytest.mark.integration
+
+LONG_STREET = ("Unit 7, Block C, " * 20)[:300]
+NUL_CITY = "Dub\x00lin"
+
+
+def _plain_members(directory: Tenant, count: int) -> list[dict[str, Any]]:
+    """`count` valid members that manage nobody (changing them changes no one else's manager link)."""
+    managing = set(directory.managers.values())
+    picked = [u for u in directory.users_sorted() if Tenant.is_valid_member(u) and u["id"] not in managing]
+    assert len(picked) >= count, f"tenant has only {len(picked)} suitable users, need {count}"
+    return picked[:count]
+
+
+def _valid_members(directory: Tenant) -> set[str]:
+    return {u["id"] for u in directory.users_sorted() if Tenant.is_valid_member(u)}
+
+
+def _audit(tenant: Any, action: str) -> dict[str | None, dict[str, Any]]:
+    """The last run's audit rows of `action`, by external id (one each)."""
+    rows = [r for r in tenant.audit(tenant.runs[-1].run_id) if r["action"] == action]
+    by_id = {r["external_id"]: r for r in rows}
+    assert len(by_id) == len(rows), f"more than one {action!r} row for a user: {rows}"
+    return by_id
+
+
+def _fit_reasons(quarantine_row: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in quarantine_row["details"]["reasons"] if r["expectation"].startswith("fits_frankli:")]
+
+
+def test_unstorable_values_are_quarantined_on_both_backends(make_tenant, frankli_url: str | None) -> None:
+    # The generated tenant holds a few invalid members already; keep the gate's threshold out of the way.
+    tenant = make_tenant(users=80, seed=41, frankli_url=frankli_url, thresholds={"max_invalid_share": 0.2})
+    directory = tenant.directory
+    long_street, nul_city, at_limit, changed, nul_upn = (u["id"] for u in _plain_members(directory, 5))
+
+    # Day 1: one new user's streetAddress is longer than Frankli holds; another's is exactly the limit.
+    directory.update_user(long_street, streetAddress=LONG_STREET)
+    directory.update_user(at_limit, streetAddress="S" * 255)
+    # A sign-in name with a NUL: quarantined, and its audit row (which records the UPN) must still be written.
+    bad_upn = "nul\x00" + directory.get_user(nul_upn)["userPrincipalName"]
+    directory.update_user(nul_upn, userPrincipalName=bad_upn, mail=bad_upn)
+    tenant.run()  # on PostgreSQL a 300-character value would fail the whole load
+
+    day1 = tenant.users()
+    assert long_street not in day1, "a user whose value Frankli cannot store must not be created"
+    assert set(day1) == _valid_members(directory) - {long_street, nul_upn}, "every other valid user is synced"
+    nul_row = _audit(tenant, "quarantine")[nul_upn]
+    assert nul_row["email"] == bad_upn.replace("\x00", "\u2400"), "NUL is shown as ␀ in the audit"
+    assert _fit_reasons(nul_row)[0]["column"] == "user_principal_name"
+    assert day1[at_limit]["street_address"] == "S" * 255
+    (reason,) = _fit_reasons(_audit(tenant, "quarantine")[long_street])
+    assert reason["column"] == "street_address"
+    assert reason["expectation"] == "fits_frankli:street_address"
+    assert reason["value"].startswith("300 characters; Frankli holds at most 255")
+    assert long_street in {q["object_id"] for q in tenant.report()["quarantined"]}
+
+    # Day 2: an existing user's city gets a NUL character (and a new job title that must not land).
+    directory.update_user(nul_city, city=NUL_CITY, jobTitle="Title Of A Quarantined User")
+    directory.update_user(changed, jobTitle="Principal Storage Engineer")
+    tenant.run()
+
+    day2 = tenant.users()
+    assert day2[nul_city] == day1[nul_city], "a quarantined user is neither updated nor archived"
+    assert long_street not in day2 and nul_upn not in day2
+    assert set(day2) == set(day1)
+    assert day2[changed]["role_id"] != day1[changed]["role_id"], "the rest of the run is loaded"
+    roles = {r["name"] for r in tenant.table("roles")}
+    assert "Principal Storage Engineer" in roles
+    assert "Title Of A Quarantined User" not in roles, "a quarantined user's values create nothing"
+
+    quarantines = _audit(tenant, "quarantine")
+    (street_reason,) = _fit_reasons(quarantines[long_street])
+    assert street_reason["column"] == "street_address"
+    (city_reason,) = _fit_reasons(quarantines[nul_city])
+    assert city_reason["column"] == "city"
+    assert city_reason["expectation"] == "fits_frankli:city"
+    assert "NUL character" in city_reason["value"]
+    assert set(_audit(tenant, "update")) == {changed}
+    assert not _audit(tenant, "create") and not _audit(tenant, "archive")
