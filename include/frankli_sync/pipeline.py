@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -251,14 +252,23 @@ def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None
     ctx = RunContext.open(tenant_name, run_id, params)
     if ctx.params.dry_run:
         return {"dry_run": True}
+    started = time.monotonic()
     with ctx.frankli() as (connection, org_id):
         plan = compute_plan(ctx, read_state(connection, org_id))
+        planned = time.monotonic()
         counts = apply_upserts(
             connection, org_id, plan, run_id, ctx.clock(), quarantined=_quarantine_entries(ctx, plan)
         )
     if not ctx.params.only_user:
         ctx.staging.mark_synced(ctx.tenant.name, run_id)
-    log.info("upserts for tenant %s run %s: %s", tenant_name, run_id, counts or "nothing to change")
+    log.info(
+        "upserts for tenant %s run %s: %s (state read and planned in %.1f s, written and committed in %.1f s)",
+        tenant_name,
+        run_id,
+        counts or "nothing to change",
+        planned - started,
+        time.monotonic() - planned,
+    )
     return counts
 
 

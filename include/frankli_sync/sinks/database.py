@@ -282,17 +282,16 @@ def _bulk_update(
         *(Column(c, users.c[c].type) for c in columns),
         prefixes=["TEMPORARY"],
     )
-    changes.drop(connection, checkfirst=True)  # left over by a failed load on this connection
+    # A failed load rolls the temporary table back on PostgreSQL; SQLite may keep it on the connection.
+    changes.drop(connection, checkfirst=True)
     changes.create(connection)
-    try:
-        bulk_insert(connection, changes, rows)
-        values: dict[str, Any] = {c: changes.c[c] for c in columns}
-        values.update({k: literal(v, users.c[k].type) for k, v in (constants or {}).items()})
-        values["updated_at"] = literal(now, users.c.updated_at.type)
-        match = users.c.id == changes.c.id
-        connection.execute(update(users).where(match if only_if is None else match & only_if).values(values))
-    finally:
-        changes.drop(connection)
+    bulk_insert(connection, changes, rows)
+    values: dict[str, Any] = {c: changes.c[c] for c in columns}
+    values.update({k: literal(v, users.c[k].type) for k, v in (constants or {}).items()})
+    values["updated_at"] = literal(now, users.c.updated_at.type)
+    match = users.c.id == changes.c.id
+    connection.execute(update(users).where(match if only_if is None else match & only_if).values(values))
+    changes.drop(connection)
 
 
 def _set_managers(connection: Connection, org_id: int, plan: Plan, now: datetime) -> None:
