@@ -214,7 +214,8 @@ def _user_values(
 
 
 def _audited(record: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
-    return {f: _none(record.get(f)) for f in fields if _none(record.get(f)) is not None}
+    values = {f: _none(record.get(f)) for f in fields}
+    return {f: v for f, v in values.items() if v is not None}
 
 
 def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -386,8 +387,8 @@ def _count(entries: Iterable[AuditEntry]) -> dict[str, int]:
 
 def _none(value: Any) -> Any:
     """pandas' missing values (NaN, NA) as None, so they bind as SQL NULL."""
-    if value is None:
-        return None
+    if value is None or isinstance(value, str | int):  # the common cases, without pandas (NaT is a date)
+        return value
     try:
         return None if pd.isna(value) else value
     except (TypeError, ValueError):
