@@ -38,6 +38,11 @@ ENTRA_ATTRIBUTES: dict[str, str] = {
 
 STAGED_COLUMNS: tuple[str, ...] = tuple(ENTRA_ATTRIBUTES.values())
 
+# PostgreSQL text cannot hold a NUL character, so staging records one as U+2400 (␀) on
+# every backend; validation quarantines a mapped value containing either.
+NUL = "\x00"
+NUL_MARK = "\u2400"
+
 # Attributes requested with $select (manager comes through $expand).
 GRAPH_SELECT: tuple[str, ...] = tuple(name for name in ENTRA_ATTRIBUTES if name != "manager")
 

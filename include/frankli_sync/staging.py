@@ -34,8 +34,10 @@ from sqlalchemy import (
     update,
 )
 
-from frankli_sync.entra import STAGED_COLUMNS
+from frankli_sync.entra import NUL, NUL_MARK, STAGED_COLUMNS
 from frankli_sync.transform import json_ready
+
+OBJECT_ID_MAX = 1024
 
 metadata = MetaData()
 
@@ -86,13 +88,22 @@ sync_cursors = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+
+def _staged_type(column: str) -> Any:
+    """Staged values are kept whole (Text), so any length reaches validation on every backend;
+    the indexed object id is bounded (Entra object ids are 36-character GUIDs)."""
+    if column == "account_enabled":
+        return Boolean
+    return String(OBJECT_ID_MAX) if column == "object_id" else Text
+
+
 staged_users = Table(
     "staged_users",
     metadata,
     Column("tenant", String(64), nullable=False),
     Column("run_id", String(250), nullable=False),
     Column("seq", Integer, nullable=False),
-    *(Column(name, Boolean if name == "account_enabled" else String(1024)) for name in STAGED_COLUMNS),
+    *(Column(name, _staged_type(name)) for name in STAGED_COLUMNS),
     Index("ix_staged_users_run", "tenant", "run_id", "seq"),
     # Pages upsert by object id: without this every page's DELETE would scan the whole snapshot.
     Index("ix_staged_users_object", "tenant", "run_id", "object_id"),
@@ -185,6 +196,7 @@ class Staging:
         One transaction per page: a retried page replaces what it wrote, so replaying a page
         after a failure neither duplicates nor loses a user.
         """
+        rows = [_stageable(tenant, row) for row in rows]
         ids = [r["object_id"] for r in rows if r.get("object_id")] + list(removed)
         with self.engine.begin() as connection:
             key = (staged_users.c.tenant == tenant, staged_users.c.run_id == run_id)
@@ -380,6 +392,19 @@ class Staging:
                     .values(status="pruned")
                 )
         return len(old)
+
+
+def _stageable(tenant: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A source row as staging holds it: NUL recorded as ␀; an object id that is no id refused."""
+    object_id = row.get("object_id")
+    if isinstance(object_id, str) and len(object_id) > OBJECT_ID_MAX:
+        raise ValueError(
+            f"tenant {tenant}: user {row.get('user_principal_name')!r} has an object id of {len(object_id)} "
+            f"characters (Entra object ids are GUIDs); fix the source"
+        )
+    if any(isinstance(v, str) and NUL in v for v in row.values()):
+        return {k: v.replace(NUL, NUL_MARK) if isinstance(v, str) else v for k, v in row.items()}
+    return row
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

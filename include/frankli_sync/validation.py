@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from frankli_sync.entra import STAGED_COLUMNS
+from frankli_sync.entra import NUL, NUL_MARK, STAGED_COLUMNS
 
 DEFAULT_REQUIRED_FIELDS: tuple[str, ...] = ("user_principal_name", "mail", "given_name", "surname")
 DEFAULT_WARN_FIELDS: tuple[str, ...] = ("department", "manager_id")
@@ -45,7 +45,6 @@ _UPN_LOWER = "_upn_lower"
 _MAIL_LOWER = "_mail_lower"
 _FITS = "_fits_"  # + staged column: True when the value can be stored in Frankli, None when missing
 
-NUL = "\x00"
 # How much of a too-long value a reason quotes (enough to find the user, not the whole value).
 _REASON_PREFIX_CHARS = 40
 
@@ -293,7 +292,7 @@ def prepare(users: pd.DataFrame, columns: Iterable[str], max_lengths: Mapping[st
 
 
 def _fits(text: str, max_length: int) -> bool:
-    return len(text) <= max_length and NUL not in text
+    return len(text) <= max_length and NUL not in text and NUL_MARK not in text
 
 
 def _escaped(frame: pd.DataFrame) -> pd.DataFrame:
@@ -555,7 +554,7 @@ def _unfit_reason(text: str, max_length: int) -> str:
     problems = []
     if len(text) > max_length:
         problems.append(f"{len(text)} characters; Frankli holds at most {max_length}")
-    if NUL in text:
+    if NUL in text or NUL_MARK in text:  # staging records NUL as ␀
         problems.append("contains a NUL character")
     start = text[:_REASON_PREFIX_CHARS].replace(NUL, "␀")
     ellipsis = "…" if len(text) > _REASON_PREFIX_CHARS else ""

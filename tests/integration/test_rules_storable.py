@@ -9,6 +9,7 @@ rest of the tenant is synced on either backend.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -94,3 +95,42 @@ def test_unstorable_values_are_quarantined_on_both_backends(make_tenant, frankli
     assert "NUL character" in city_reason["value"]
     assert set(_audit(tenant, "update")) == {changed}
     assert not _audit(tenant, "create") and not _audit(tenant, "archive")
+
+
+def test_postgres_staging_keeps_what_postgres_text_cannot_hold(make_tenant, postgres_url: str, monkeypatch) -> None:
+    """With staging on PostgreSQL a 1,500-character value and a NUL must reach validation, not fail extract."""
+    from frankli_sync.staging import staged_users
+    from sqlalchemy import create_engine, select
+
+    tenant = make_tenant(users=60, seed=43, thresholds={"max_invalid_share": 0.3})
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_STAGING_ACME", json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": postgres_url}})
+    )
+    directory = tenant.directory
+    long_street, nul_city, nul_company = (u["id"] for u in _plain_members(directory, 3))
+    directory.update_user(long_street, streetAddress="x" * 1500)
+    directory.update_user(nul_city, city=NUL_CITY)
+    directory.update_user(nul_company, companyName="Con\x00toso")  # not mapped to Frankli: harmless
+    tenant.run()
+
+    synced = tenant.users()
+    assert long_street not in synced and nul_city not in synced
+    assert nul_company in synced
+    assert set(synced) == _valid_members(directory) - {long_street, nul_city}
+    quarantines = _audit(tenant, "quarantine")
+    assert _fit_reasons(quarantines[long_street])[0]["value"].startswith("1500 characters")
+    assert "NUL character" in _fit_reasons(quarantines[nul_city])[0]["value"]
+
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            staged = dict(
+                connection.execute(
+                    select(staged_users.c.object_id, staged_users.c.company_name).where(
+                        staged_users.c.run_id == tenant.runs[-1].run_id
+                    )
+                ).all()
+            )
+    finally:
+        engine.dispose()
+    assert staged[nul_company] == "Con\u2400toso", "staging records NUL as ␀"

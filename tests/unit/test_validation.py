@@ -295,6 +295,8 @@ FIT_ROWS: dict[str, dict[str, Any]] = {
     # 255 raw characters, but 1,275 once HTML-escaped for GX: must be measured raw.
     "ampersands": user("id-amp", "amp@contoso.example", given_name="&" * 255),
     "city_nul": user("id-nul", "nul@contoso.example", city="Dub\x00lin"),
+    # Staging records NUL as ␀ (PostgreSQL text cannot hold NUL): the same verdict.
+    "city_nul_staged": user("id-nul-staged", "nulstaged@contoso.example", city="Dub\u2400lin"),
     "street_missing": user("id-no-street", "nostreet@contoso.example", street_address=None, city="  "),
 }
 
@@ -329,8 +331,9 @@ def test_value_of_exactly_the_limit_passes_even_if_html_escaping_makes_it_longer
         assert label not in fit_outcome.quarantined.index, label
 
 
-def test_nul_character_is_quarantined(fit_outcome: ValidationOutcome) -> None:
-    (reason,) = fit_outcome.quarantined.loc["city_nul", "reasons"]
+@pytest.mark.parametrize("label", ["city_nul", "city_nul_staged"])
+def test_nul_character_is_quarantined(fit_outcome: ValidationOutcome, label: str) -> None:
+    (reason,) = fit_outcome.quarantined.loc[label, "reasons"]
     assert reason["expectation"] == "fits_frankli:city"
     assert reason["column"] == "city"
     assert "contains a NUL character" in reason["value"]
@@ -339,9 +342,9 @@ def test_nul_character_is_quarantined(fit_outcome: ValidationOutcome) -> None:
 
 def test_missing_value_passes_the_fit_check(fit_outcome: ValidationOutcome) -> None:
     assert "street_missing" not in fit_outcome.quarantined.index
-    assert set(fit_outcome.quarantined.index) == {"given_256", "city_nul"}
+    assert set(fit_outcome.quarantined.index) == {"given_256", "city_nul", "city_nul_staged"}
     counts = {name: s["unexpected_count"] for name, s in fit_outcome.statistics.items() if name.startswith("fits")}
-    assert counts == {"fits_frankli:given_name": 1, "fits_frankli:city": 1, "fits_frankli:street_address": 0}
+    assert counts == {"fits_frankli:given_name": 1, "fits_frankli:city": 2, "fits_frankli:street_address": 0}
 
 
 def test_fit_checks_read_only_their_columns() -> None:
