@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from topology_stack import CeleryStack, Tenant, check_services, frankli_rows, users_state
+from topology_stack import CeleryStack, Tenant, check_services, entities_state, frankli_rows, users_state
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +57,7 @@ def test_two_tenants_trigger_and_backfill_on_celery(stack: CeleryStack) -> None:
     triggered = {t.dag_id: stack.trigger(t.dag_id) for t in stack.tenants}
 
     first_state: dict[str, dict] = {}
+    first_entities: dict[str, dict] = {}
     for tenant in stack.tenants:
         first = stack.wait_for(
             lambda t=tenant: next((r for r in stack.dag_runs(t.dag_id) if r["state"] == "success"), None),
@@ -64,6 +65,7 @@ def test_two_tenants_trigger_and_backfill_on_celery(stack: CeleryStack) -> None:
             what=f"first successful run of {tenant.dag_id}",
         )
         first_state[tenant.name] = users_state(tenant)
+        first_entities[tenant.name] = entities_state(tenant)
         print(f"[topology] {tenant.dag_id}: first run {first['dag_run_id']} ok at {time.monotonic() - started:.0f}s")
     for tenant in stack.tenants:
         runs = stack.wait_for_runs(tenant.dag_id, 2, timeout=300)
@@ -88,10 +90,12 @@ def test_two_tenants_trigger_and_backfill_on_celery(stack: CeleryStack) -> None:
         assert all(r["state"] == "success" for r in runs), runs
         # (a) runs of one tenant never overlap
         assert_no_overlap(runs)
-        # (b) every later run converged to the state of the first clean run
+        # (b) every later run converged to the state of the first clean run: same rows, same
+        # timestamps (nothing was rewritten), same entities
         state = users_state(t)
         assert len(state) > USERS * 0.8, len(state)
         assert state == first_state[t.name]
+        assert entities_state(t) == first_entities[t.name]
         # (c) one create per user; no audit rows from the backfill except quarantines
         audit = frankli_rows(t, "sync_audit")
         creates = Counter(r["external_id"] for r in audit if r["action"] == "create")

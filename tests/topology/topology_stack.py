@@ -37,7 +37,6 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_HOST = os.environ.get("FRANKLI_TEST_PG_HOST", "127.0.0.1:5432")
 REDIS_HOST = os.environ.get("FRANKLI_TEST_REDIS_HOST", "127.0.0.1:6379")
 ORGANISATION = "Topology Test Ltd"
-TIMESTAMP_COLUMNS = {"created_at", "updated_at", "archived_at"}
 
 
 def service_unavailable(what: str, error: Exception) -> None:
@@ -477,8 +476,10 @@ def load_writing(tenant: Tenant) -> bool:
 
 
 def users_state(tenant: Tenant) -> dict[str, dict[str, Any]]:
-    """Frankli users of a tenant keyed by external id (or email), timestamps left out."""
-    return {
-        row["external_id"] or f"email:{row['email']}": {k: v for k, v in row.items() if k not in TIMESTAMP_COLUMNS}
-        for row in frankli_rows(tenant, "users")
-    }
+    """Frankli users of a tenant keyed by external id (or email), every column (timestamps too)."""
+    return {row["external_id"] or f"email:{row['email']}": row for row in frankli_rows(tenant, "users")}
+
+
+def entities_state(tenant: Tenant) -> dict[str, list[dict[str, Any]]]:
+    """The tenant's organisations, sites, departments and roles, every column."""
+    return {table: frankli_rows(tenant, table) for table in ("organisations", "sites", "departments", "roles")}
