@@ -1,10 +1,11 @@
 """Issue #6: a Celery worker killed (SIGKILL) in the middle of load_upserts loses and duplicates nothing.
 
 One big tenant (load_upserts takes long enough to catch), unscheduled; the test waits until
-load_upserts holds its transaction open, SIGKILLs the worker and every process under it (the
-task runner included, as losing the machine would), checks nothing was committed, starts a new worker, lets the
-scheduler detect the dead task (short heartbeat timeout) and retry it, then checks that the
-run succeeded with one create per user and every planned user present.
+load_upserts is writing in its open transaction, SIGKILLs the worker and every process under
+it (the task runner included, as losing the machine would), checks nothing was committed,
+starts a new worker, lets the scheduler detect the dead task (short heartbeat timeout) and
+retry it, then checks that the run succeeded with one create per user and every planned
+user present.
 """
 
 from __future__ import annotations
