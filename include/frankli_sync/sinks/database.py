@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import JSON, Column, Engine, Integer, MetaData, Table, func, insert, literal, select, update
+from sqlalchemy import JSON, Column, Engine, Integer, MetaData, Table, func, insert, literal, select, text, update
 from sqlalchemy.engine import Connection
 
 from frankli_sync.plan import SYNC, USER_STATE_COLUMNS, FrankliState, Plan
@@ -98,7 +98,22 @@ def apply_upserts(
 
     if len(plan.creates):
         records = plan.creates.to_dict("records")
-        bulk_insert(connection, users, [_user_values(r, keys, org_id, now, fields=_written(r)) for r in records])
+        # Ids are taken first, as the backend would assign them, so managers (existing users or users
+        # created in this same load) are written with the rows instead of by a second UPDATE.
+        new_ids = _reserve_user_ids(connection, len(records))
+        known = _user_ids(connection, org_id)
+        known.update(zip((r["external_id"] for r in records), new_ids, strict=True))
+        rows = []
+        for new_id, record in zip(new_ids, records, strict=True):
+            row = {"id": new_id, **_user_values(record, keys, org_id, now, fields=_written(record))}
+            if "manager" in record:
+                row["manager_id"] = known.get(record["manager"]) if _none(record["manager"]) else None
+            rows.append(row)
+        if connection.dialect.name == "sqlite":
+            # SQLite checks foreign keys row by row, PostgreSQL at the end of the statement: a report
+            # may come before its new manager. Deferred to commit, for this transaction only.
+            connection.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+        bulk_insert(connection, users, rows)
         audit += [
             AuditEntry(r["external_id"], r.get("email"), "create", {"fields": _audited(r, _written(r))})
             for r in records
@@ -296,30 +311,41 @@ def _bulk_update(
 
 
 def _set_managers(connection: Connection, org_id: int, plan: Plan, now: datetime) -> None:
-    """Resolve manager object ids to user ids once every user of the plan exists."""
-    rows = []
-    if "manager" in plan.creates:
-        rows += list(zip(plan.creates["external_id"], plan.creates["manager"], strict=True))
-    if "manager" in plan.always_fields and len(plan.updates):
-        rows += list(zip(plan.updates["external_id"], plan.updates["manager"], strict=True))
-    if not rows:
+    """Resolve the managers of updated users (created users got theirs with their rows)."""
+    if "manager" not in plan.always_fields or not len(plan.updates):
         return
-    ids = dict(
-        connection.execute(
-            select(users.c.external_id, users.c.id).where(
-                users.c.organisation_id == org_id, users.c.external_id.is_not(None)
-            )
-        ).all()
-    )
+    ids = _user_ids(connection, org_id)
     _bulk_update(
         connection,
         [
             {"id": ids[user], "manager_id": ids.get(manager) if _none(manager) else None}
-            for user, manager in rows
+            for user, manager in zip(plan.updates["external_id"], plan.updates["manager"], strict=True)
             if user in ids
         ],
         now,
     )
+
+
+def _user_ids(connection: Connection, org_id: int) -> dict[str, int]:
+    """External (Entra object) id → Frankli user id, for the organisation's synced users."""
+    synced = (users.c.organisation_id == org_id, users.c.external_id.is_not(None))
+    return dict(connection.execute(select(users.c.external_id, users.c.id).where(*synced)).all())
+
+
+def _reserve_user_ids(connection: Connection, count: int) -> list[int]:
+    """`count` ids for new users, ascending, taken the way the backend assigns them.
+
+    PostgreSQL: from the column's sequence (concurrent inserts elsewhere cannot take them).
+    SQLite: the next rowids after the largest one, which is what SQLite would assign.
+    """
+    if connection.dialect.name == "postgresql":
+        taken = connection.execute(
+            text("SELECT nextval(pg_get_serial_sequence(:table, 'id')::regclass) FROM generate_series(1, :count)"),
+            {"table": users.name, "count": count},
+        )
+        return sorted(int(i) for i in taken.scalars())
+    largest = connection.execute(select(func.coalesce(func.max(users.c.id), 0))).scalar_one()
+    return list(range(int(largest) + 1, int(largest) + count + 1))
 
 
 def _new_quarantines(
