@@ -97,23 +97,25 @@ def apply_upserts(
         ]
 
     if len(plan.creates):
-        records = plan.creates.to_dict("records")
+        records = _managers_first(plan.creates.to_dict("records"))
         # Ids are taken first, as the backend would assign them, so managers (existing users or users
-        # created in this same load) are written with the rows instead of by a second UPDATE.
+        # created earlier in this same list) are written with the rows instead of by a second UPDATE.
         new_ids = _reserve_user_ids(connection, len(records))
         known = _user_ids(connection, org_id)
-        known.update(zip((r["external_id"] for r in records), new_ids, strict=True))
-        rows = []
+        creating = {r["external_id"] for r in records}
+        rows: list[dict[str, Any]] = []
+        late: list[tuple[int, str]] = []
         for new_id, record in zip(new_ids, records, strict=True):
             row = {"id": new_id, **_user_values(record, keys, org_id, now, fields=_written(record))}
-            if "manager" in record:
-                row["manager_id"] = known.get(record["manager"]) if _none(record["manager"]) else None
+            manager = _none(record.get("manager"))
+            if manager is not None and manager not in known and manager in creating:
+                late.append((new_id, manager))  # a manager later in the list: only in a cycle
+            elif "manager" in record:
+                row["manager_id"] = known.get(manager) if manager is not None else None
             rows.append(row)
-        if connection.dialect.name == "sqlite":
-            # SQLite checks foreign keys row by row, PostgreSQL at the end of the statement: a report
-            # may come before its new manager. Deferred to commit, for this transaction only.
-            connection.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+            known[record["external_id"]] = new_id
         bulk_insert(connection, users, rows)
+        _bulk_update(connection, [{"id": user, "manager_id": known[manager]} for user, manager in late], now)
         audit += [
             AuditEntry(r["external_id"], r.get("email"), "create", {"fields": _audited(r, _written(r))})
             for r in records
@@ -324,6 +326,25 @@ def _set_managers(connection: Connection, org_id: int, plan: Plan, now: datetime
         ],
         now,
     )
+
+
+def _managers_first(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """New users ordered so that a new manager comes before the new users reporting to them.
+
+    Foreign keys are checked row by row on SQLite; in this order every manager a row names
+    already exists. Stable: users of one level keep the plan's order.
+    """
+    manager_of = {r["external_id"]: _none(r.get("manager")) for r in records}
+    depth: dict[str, int] = {}
+    for start in manager_of:
+        chain, current = [], start
+        while current in manager_of and current not in depth and current not in chain:
+            chain.append(current)
+            current = manager_of[current]
+        base = depth.get(current, -1) if current not in chain else -1  # a cycle starts at level 0
+        for offset, user in enumerate(reversed(chain), start=1):
+            depth[user] = base + offset
+    return sorted(records, key=lambda r: depth[r["external_id"]])
 
 
 def _user_ids(connection: Connection, org_id: int) -> dict[str, int]:
