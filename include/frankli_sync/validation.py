@@ -556,7 +556,7 @@ def _unfit_reason(text: str, max_length: int) -> str:
         problems.append(f"{len(text)} characters; Frankli holds at most {max_length}")
     if NUL in text or NUL_MARK in text:  # staging records NUL as ␀
         problems.append("contains a NUL character")
-    start = text[:_REASON_PREFIX_CHARS].replace(NUL, "␀")
+    start = text[:_REASON_PREFIX_CHARS].replace(NUL, NUL_MARK)
     ellipsis = "…" if len(text) > _REASON_PREFIX_CHARS else ""
     return f'{"; ".join(problems)}: "{start}{ellipsis}"'
 

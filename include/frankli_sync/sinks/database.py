@@ -25,6 +25,7 @@ import pandas as pd
 from sqlalchemy import JSON, Column, Engine, Integer, MetaData, Table, func, insert, literal, select, text, update
 from sqlalchemy.engine import Connection
 
+from frankli_sync.entra import NUL, NUL_MARK
 from frankli_sync.plan import SYNC, USER_STATE_COLUMNS, FrankliState, Plan
 from frankli_sync.sinks.schema import ENTITY_TABLES, create_schema, organisations, sync_audit, users
 from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS, json_ready, name_key
@@ -421,7 +422,7 @@ def _loggable(value: str | None, limit: int) -> str | None:
     """
     if value is None:
         return None
-    value = str(value).replace("\x00", "\u2400")
+    value = str(value).replace(NUL, NUL_MARK)
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
