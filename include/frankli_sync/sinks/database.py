@@ -97,12 +97,13 @@ def apply_upserts(
             for r in plan.links.itertuples()
         ]
 
+    # External id → user id of every synced user (after the links), extended by the creates below.
+    known = _user_ids(connection, org_id)
     if len(plan.creates):
         records = _managers_first(plan.creates.to_dict("records"))
         # Ids are taken first, as the backend would assign them, so managers (existing users or users
         # created earlier in this same list) are written with the rows instead of by a second UPDATE.
         new_ids = _reserve_user_ids(connection, len(records))
-        known = _user_ids(connection, org_id)
         creating = {r["external_id"] for r in records}
         rows: list[dict[str, Any]] = []
         late: list[tuple[int, str]] = []
@@ -143,7 +144,7 @@ def apply_upserts(
             AuditEntry(r.external_id, r.email, "restore", {"status": r.status}) for r in plan.restores.itertuples()
         ]
 
-    _set_managers(connection, org_id, plan, now)
+    _set_managers(connection, plan, known, now)
     audit += _new_quarantines(connection, org_id, run_id, quarantined)
     _write_audit(connection, org_id, run_id, now, audit)
     return _count(audit)
@@ -313,11 +314,13 @@ def _bulk_update(
     changes.drop(connection)
 
 
-def _set_managers(connection: Connection, org_id: int, plan: Plan, now: datetime) -> None:
-    """Resolve the managers of updated users (created users got theirs with their rows)."""
+def _set_managers(connection: Connection, plan: Plan, ids: Mapping[str, int], now: datetime) -> None:
+    """Resolve the managers of updated users (created users got theirs with their rows).
+
+    `ids`: external id → user id of every synced user, the ones this load created included.
+    """
     if "manager" not in plan.always_fields or not len(plan.updates):
         return
-    ids = _user_ids(connection, org_id)
     _bulk_update(
         connection,
         [
