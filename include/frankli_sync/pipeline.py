@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 
 from frankli_sync.config import SyncConfig, TenantConfig, load_config
 from frankli_sync.connections import engine_for, staging_engine
+from frankli_sync.errors import SyncStopped
 from frankli_sync.plan import FrankliState, Plan, PlanOptions, plan_user_changes
 from frankli_sync.report import plan_document, run_directory, write_run_report
 from frankli_sync.sinks.database import (
@@ -40,10 +41,6 @@ from frankli_sync.staging import SnapshotMissing, Staging
 from frankli_sync.transform import OUT_OF_SCOPE, desired_users, scope_status
 
 log = logging.getLogger(__name__)
-
-
-class SyncStopped(RuntimeError):
-    """A safety rule stopped the run on purpose; retrying the same run will not help."""
 
 
 class ValidationThresholdExceeded(SyncStopped):
