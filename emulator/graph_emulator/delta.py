@@ -12,6 +12,11 @@ What Graph does and this mirrors:
 - Tokens can be replayed (the same changes come back) but expire: directory tokens live
   seven days, and an expired or unknown one is HTTP 410, meaning "resync from scratch".
 - `$deltatoken=latest` skips the initial sync and hands out a token for "from now on".
+- `$count` is not supported on delta (400).
+
+The `ends_early` fault (faults.py) cuts a round short: an empty page with a valid
+deltaLink, as a truncated Graph delta read looks. The client misses the rest of the
+round and, as in the real incident, does not get it back from the next round.
 
 Tokens are stateless (a watermark in the change log, the options and the issue time,
 base64-encoded JSON), so a retried request always gets the same page and nothing is
@@ -147,35 +152,67 @@ class DeltaService:
             return self._epoch
 
     # ----------------------------------------------------------------- paging
-    def page(self, origin: str, path: str, query: str, minimal: bool) -> dict[str, Any]:
-        """One page of a delta round for the request `path?query` (path as the client sent it)."""
+    def page(self, origin: str, path: str, query: str, minimal: bool, ends_early: bool = False) -> dict[str, Any]:
+        """One page of a delta round for the request `path?query` (path as the client sent it).
+
+        `ends_early` (an injected fault) answers the page with no rows and the deltaLink
+        that ends the round, however much of the round is left.
+        """
         state = self._state_for(query)
+        page: dict[str, Any] = {"@odata.context": _context(origin, state.select)}
+        if ends_early:
+            page["value"] = []
+            page["@odata.deltaLink"] = self._end_link(origin, path, state)
+            return page
+        if state.since is None:
+            return self._initial_page(page, origin, path, state)
+        return self._change_page(page, origin, path, state, state.since, minimal)
+
+    def _initial_page(self, page: dict[str, Any], origin: str, path: str, state: _State) -> dict[str, Any]:
         select = tuple(state.select) if state.select is not None else DEFAULT_SELECT
         properties = tuple(name for name in select if name != MANAGER)
         with_manager = MANAGER in select
-        page: dict[str, Any] = {"@odata.context": _context(origin, state.select)}
-        if state.since is None:
-            after = state.cursor if isinstance(state.cursor, str) else None
-            rows, last, more = self.tenant.scan_after(after, state.top, None, with_manager)
-            page["value"] = [self._initial_row(user, manager, properties, with_manager) for user, manager in rows]
-            if more and last is not None:
-                page["@odata.nextLink"] = self._link(origin, path, "$skiptoken", state, cursor=last)
-            else:
-                page["@odata.deltaLink"] = self._link(origin, path, "$deltatoken", state, since=state.until)
-            return page
+        after = state.cursor if isinstance(state.cursor, str) else None
+        rows, last, more = self.tenant.scan_after(after, state.top, None, with_manager)
+        page["value"] = [self._initial_row(user, manager, properties, with_manager) for user, manager in rows]
+        if more and last is not None:
+            page["@odata.nextLink"] = self._link(origin, path, "$skiptoken", state, cursor=last)
+        else:
+            page["@odata.deltaLink"] = self._end_link(origin, path, state)
+        return page
 
+    def _change_page(
+        self, page: dict[str, Any], origin: str, path: str, state: _State, since: int, minimal: bool
+    ) -> dict[str, Any]:
+        select = tuple(state.select) if state.select is not None else DEFAULT_SELECT
+        properties = tuple(name for name in select if name != MANAGER)
+        with_manager = MANAGER in select
         tracked = frozenset(USER_PROPERTIES) if state.select is None else frozenset(select) - {"id"}
-        position = state.cursor if isinstance(state.cursor, int) else state.since + 1
-        changes, resume = self.tenant.delta_changes(state.since, state.until, position, state.top, tracked)
+        position = state.cursor if isinstance(state.cursor, int) else since + 1
+        changes, resume = self.tenant.delta_changes(since, state.until, position, state.top, tracked)
         page["value"] = [_change_row(row, properties, with_manager, minimal) for row in changes]
         if resume <= state.until:
             page["@odata.nextLink"] = self._link(origin, path, "$skiptoken", state, cursor=resume)
         else:
-            page["@odata.deltaLink"] = self._link(origin, path, "$deltatoken", state, since=state.until)
+            page["@odata.deltaLink"] = self._end_link(origin, path, state)
         return page
+
+    def _end_link(self, origin: str, path: str, state: _State) -> str:
+        """The deltaLink that ends a round: the next round reports changes after the round's watermark.
+
+        `until` was fixed at the round's first page, so a complete round and one cut short
+        by the ends_early fault hand out the very same watermark. That is what makes an
+        early end faithful to a truncated Graph read: the next round reports every change
+        made since the round began (none is lost), while the users the round never got to
+        and that have not changed since stay missed. The current sequence would instead
+        also drop changes made while the round was being read.
+        """
+        return self._link(origin, path, "$deltatoken", state, since=state.until)
 
     def _state_for(self, query: str) -> _State:
         options = collect_options(query)
+        if "$count" in options:
+            raise bad_request("$count is not supported on delta queries.", code="Request_UnsupportedQuery")
         tokens = [name for name in ("$skiptoken", "$deltatoken") if name in options]
         if len(tokens) == 2:
             raise bad_request("Specify either $skiptoken or $deltatoken, not both.")

@@ -1,7 +1,10 @@
-"""Scripted failures (throttling, outages, slow answers, dropped connections) for retry testing.
+"""Scripted failures (throttling, outages, slow answers, dropped connections, short reads) for retry testing.
 
 Graph throttles (429, with or without Retry-After), has transient outages (503), can be
-slow, and connections do drop mid-response; a sync must survive all of these. A
+slow, and connections do drop mid-response; a sync must survive all of these. Worse,
+a listing can also end early with a clean 200 (an empty last page, then no nextLink,
+or a deltaLink), which no retry notices: only comparing the number of users read with
+the size Graph reports ($count) does, so `ends_early` scripts that too. A
 FaultPlan says which requests fail how, deterministically: rules count the requests
 they match, and fire on every Nth, on listed ordinals, or with a probability drawn
 from a per-rule rng seeded from the plan's seed (so one rule's draws never shift
@@ -22,13 +25,17 @@ from typing import Any
 
 @dataclass(frozen=True)
 class FaultRule:
-    """Which requests (path prefix + selector) get which fault (status, delay, reset).
+    """Which requests (path prefix + selector) get which fault (status, delay, reset, ends_early).
 
     Selectors (at most one): `every` N-th matching request, `ordinals` (1-based positions
     among matching requests), or `probability`; none means every matching request.
     Faults: `status` (e.g. 429 or 503, optionally with `retry_after` seconds sent as the
     Retry-After header), `reset` (headers and part of the body, then the connection is
-    reset), and/or `delay` seconds before answering (alone: a slow but normal answer).
+    reset), `ends_early` (a 200 page with no users that ends the listing: no nextLink,
+    and on /users/delta a valid deltaLink), and/or `delay` seconds before answering
+    (alone: a slow but normal answer). An `ends_early` rule only sees collection pages
+    (/users, /users/delta, /groups, transitiveMembers): other requests neither count
+    towards its selector nor fire it.
     """
 
     path_prefix: str = "/v1.0"
@@ -40,6 +47,7 @@ class FaultRule:
     ordinals: tuple[int, ...] = ()
     probability: float | None = None
     code: str | None = None  # Graph error code in the body; a default per status otherwise
+    ends_early: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ordinals", tuple(self.ordinals))
@@ -47,10 +55,7 @@ class FaultRule:
             raise ValueError("path_prefix must start with '/'")
         if self.status is not None and not (isinstance(self.status, int) and 400 <= self.status <= 599):
             raise ValueError("status must be an HTTP error status (400-599)")
-        if self.status is not None and self.reset:
-            raise ValueError("a rule either answers with a status or resets the connection, not both")
-        if self.status is None and not self.reset and not self.delay:
-            raise ValueError("a rule needs a status, reset or delay")
+        self._check_outcome()
         if self.retry_after is not None:
             if self.status is None:
                 raise ValueError("retry_after needs a status")
@@ -68,14 +73,29 @@ class FaultRule:
         if self.probability is not None and not 0.0 <= self.probability <= 1.0:
             raise ValueError("probability must be between 0 and 1")
 
+    def _check_outcome(self) -> None:
+        """A rule answers in one way at most: a status, a reset, or an early end (each may be delayed)."""
+        if not isinstance(self.reset, bool) or not isinstance(self.ends_early, bool):
+            raise ValueError("reset and ends_early must be true or false")
+        outcomes = [self.status is not None, self.reset, self.ends_early]
+        if sum(outcomes) > 1:
+            raise ValueError("a rule answers with a status, resets the connection or ends early: only one of them")
+        if not any(outcomes) and not self.delay:
+            raise ValueError("a rule needs a status, reset, ends_early or delay")
+
     @property
     def kind(self) -> str:
-        """How stats count it: status_429, status_503, reset or delay."""
+        """How stats count it: status_429, status_503, reset, ends_early or delay."""
         if self.status is not None:
             return f"status_{self.status}"
+        if self.ends_early:
+            return "ends_early"
         return "reset" if self.reset else "delay"
 
-    def matches(self, path: str) -> bool:
+    def matches(self, path: str, listing: bool = True) -> bool:
+        """Whether the rule counts this request; `listing`: it reads a page of a collection."""
+        if self.ends_early and not listing:
+            return False  # only a collection page can end early; anything else is not this rule's business
         return path.lower().startswith(self.path_prefix.lower())
 
     @classmethod
@@ -149,14 +169,17 @@ class FaultInjector:
             seed = self._plan.seed if self._plan is not None else 0
             self._rngs = [random.Random(f"faults:{seed}:{index}") for index in range(len(rules))]
 
-    def decide(self, path: str) -> FaultRule | None:
-        """The rule to apply to this request, if any. Every matching rule counts the request."""
+    def decide(self, path: str, listing: bool = True) -> FaultRule | None:
+        """The rule to apply to this request, if any. Every matching rule counts the request.
+
+        `listing` says whether the request reads a page of a collection (see FaultRule.matches).
+        """
         with self._lock:
             if self._plan is None:
                 return None
             chosen: FaultRule | None = None
             for index, rule in enumerate(self._plan.rules):
-                if not rule.matches(path):
+                if not rule.matches(path, listing):
                     continue
                 self._seen[index] += 1
                 fires = self._fires(index, rule, self._seen[index])

@@ -18,7 +18,17 @@ from graph_emulator.errors import GraphError, bad_request
 from graph_emulator.filters import UserFilter, parse_filter
 from graph_emulator.store import USER_PROPERTIES, User
 
-__all__ = ["GraphError", "UserQuery", "bad_request", "next_link", "parse_options", "parse_select", "parse_top"]
+__all__ = [
+    "GraphError",
+    "UserQuery",
+    "bad_request",
+    "next_link",
+    "parse_count",
+    "parse_options",
+    "parse_select",
+    "parse_top",
+    "require_eventual",
+]
 
 # Properties a client may $select: everything stored plus preferredLanguage (always null here).
 SELECTABLE: tuple[str, ...] = (*USER_PROPERTIES, "preferredLanguage")
@@ -56,6 +66,7 @@ class UserQuery:
     manager_select: tuple[str, ...] = DEFAULT_SELECT
     after_id: str | None = None  # decoded from $skiptoken
     filter: UserFilter | None = None
+    count: bool = False  # $count=true: the first page carries @odata.count
 
     @property
     def page_size(self) -> int:
@@ -109,6 +120,24 @@ def parse_expand(raw: str) -> tuple[str, ...]:
     return parse_select(nested) if nested is not None else DEFAULT_SELECT
 
 
+def parse_count(raw: str) -> bool:
+    """$count=true|false (any case); anything else is a 400, as Graph refuses it."""
+    value = raw.strip().lower()
+    if value not in ("true", "false"):
+        raise bad_request(f"Invalid value '{raw}' for the $count query option; expected true or false.")
+    return value == "true"
+
+
+def require_eventual(eventual: bool) -> None:
+    """Counting directory objects is an advanced query: Graph wants `ConsistencyLevel: eventual` for it.
+
+    Without the header Graph answers 400 with exactly this code and message, so a client
+    that forgets it fails here as it would against Microsoft.
+    """
+    if not eventual:
+        raise bad_request("$count is not currently supported.")
+
+
 def encode_skiptoken(last_id: str) -> str:
     """Opaque to clients; holds the last id served so the next page starts after it."""
     return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{last_id}".encode()).decode().rstrip("=")
@@ -145,14 +174,20 @@ def reject_unknown(options: dict[str, str], allowed: set[str]) -> None:
             raise bad_request(f"'{name}' is not supported by the emulator.", code="Request_UnsupportedQuery")
 
 
-def parse_options(query_string: str, collection: bool, allow_expand: bool = True) -> UserQuery:
-    """Validate the $-options of a users request; collection=False is a single-user request."""
+def parse_options(query_string: str, collection: bool, allow_expand: bool = True, eventual: bool = False) -> UserQuery:
+    """Validate the $-options of a users request; collection=False is a single-user request.
+
+    `eventual`: the request carried `ConsistencyLevel: eventual`, which $count=true needs.
+    """
     options = collect_options(query_string)
     allowed = {"$select"} | ({"$expand"} if allow_expand else set())
-    reject_unknown(options, allowed | ({"$top", "$skiptoken", "$filter"} if collection else set()))
+    reject_unknown(options, allowed | ({"$top", "$skiptoken", "$filter", "$count"} if collection else set()))
 
     select = parse_select(options["$select"]) if "$select" in options else DEFAULT_SELECT
     manager_select = parse_expand(options["$expand"]) if "$expand" in options else DEFAULT_SELECT
+    count = parse_count(options["$count"]) if "$count" in options else False
+    if count:
+        require_eventual(eventual)
     return UserQuery(
         select=select,
         top=parse_top(options["$top"]) if "$top" in options else DEFAULT_TOP,
@@ -160,6 +195,7 @@ def parse_options(query_string: str, collection: bool, allow_expand: bool = True
         manager_select=manager_select,
         after_id=decode_skiptoken(options["$skiptoken"]) if "$skiptoken" in options else None,
         filter=parse_filter(options["$filter"]) if "$filter" in options else None,
+        count=count,
     )
 
 

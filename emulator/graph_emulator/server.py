@@ -1,8 +1,8 @@
 """A real HTTP server speaking the slice of Microsoft Graph v1.0 the sync uses.
 
 It exists so the pipeline can be run and tested end to end (paging, $select, $expand,
-$filter, delta, groups, error handling, throttling and dropped connections,
-throughput) without a Microsoft tenant. It is deliberately a plain
+$filter, $count, delta, groups, error handling, throttling, dropped connections and
+listings that end early, throughput) without a Microsoft tenant. It is deliberately a plain
 ThreadingHTTPServer from the standard library: no dependencies, starts in
 milliseconds on port 0, and is quiet (no per-request logging) so test output stays
 readable. The /_emulator/* endpoints are not Graph; they drive demos and tests (see
@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from graph_emulator import admin, resources
 from graph_emulator.delta import DEFAULT_MAX_AGE, DeltaService
@@ -33,6 +33,7 @@ from graph_emulator.store import Tenant
 REQUEST_LOG_SIZE = 10_000
 _DELTA_SEGMENTS = {"delta", "delta()", "microsoft.graph.delta", "microsoft.graph.delta()"}
 _USER_CAST = {"microsoft.graph.user", "graph.user"}
+_COUNT = "$count"  # path segments are percent-decoded first, so %24count arrives as this too
 _FAULT_CODES = {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable", 504: "GatewayTimeout"}
 _RESET_PAUSE = 0.05  # lets the client read headers and the first bytes before the reset
 
@@ -77,15 +78,19 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(length_header) if length_header.isdigit() else 0
         body = self.rfile.read(length) if length > 0 else b""
         split = urlsplit(self.path)
-        fault = None if split.path.lower().startswith("/_emulator/") else emulator._faults.decide(split.path)
+        segments = _segments(split.path)
+        is_admin = bool(segments) and segments[0].lower() == "_emulator"
+        # Rules match the decoded path, so one rule on /v1.0/users/$count covers %24count as well.
+        fault = None if is_admin else emulator._faults.decide(unquote(split.path), _is_listing(segments))
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
         if fault is not None and fault.status is not None:
             self._send_fault(fault)
             return
         headers: dict[str, str] = {}
+        ends_early = fault is not None and fault.ends_early
         try:
-            status, payload = self._route(method, split.path, split.query, body, headers)
+            status, payload = self._route(method, segments, split, body, headers, ends_early)
         except GraphError as error:
             status, payload = error.status, self._error_body(error.code, error.message)
             headers.update(error.headers)
@@ -94,38 +99,63 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.reset:
             self._send_reset(status, payload, headers)
             return
-        self._send_json(status, payload, headers)
+        self._send_body(status, payload, headers)
 
-    def _route(self, method: str, path: str, query: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
-        segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
+    def _route(
+        self,
+        method: str,
+        segments: list[str],
+        split: SplitResult,
+        body: bytes,
+        headers: dict[str, str],
+        ends_early: bool,
+    ) -> tuple[int, Any]:
         lowered = [s.lower() for s in segments]
         head = lowered[:2]
-        emulator = self.server.emulator
-        tenant = emulator.tenant
-        origin = self._origin()
         if head == ["v1.0", "users"] and 2 <= len(segments) <= 4:
             self._require(method, "GET")
-            if len(segments) == 2:
-                return 200, resources.list_users(tenant, origin, path, query)
-            if len(segments) == 3 and lowered[2] in _DELTA_SEGMENTS:
-                minimal = self._prefers_minimal()
-                if minimal:
-                    headers["Preference-Applied"] = "return=minimal"
-                return 200, emulator._delta.page(origin, path, query, minimal)
-            if len(segments) == 3:
-                return 200, resources.get_user(tenant, origin, segments[2], query)
-            if lowered[3] == "manager":
-                return 200, resources.get_manager(tenant, origin, segments[2])
-        elif head == ["v1.0", "groups"] and len(segments) in (2, 3, 5):
+            return 200, self._users(segments, lowered, split, headers, ends_early)
+        if head == ["v1.0", "groups"] and len(segments) in (2, 3, 5, 6):
             self._require(method, "GET")
-            if len(segments) == 2:
-                return 200, resources.list_groups(tenant, origin, path, query)
-            if len(segments) == 3:
-                return 200, resources.get_group(tenant, origin, segments[2], query)
-            if lowered[3] == "transitivemembers" and lowered[4] in _USER_CAST:
-                return 200, resources.transitive_users(tenant, origin, path, segments[2], query)
-        elif head and head[0] == "_emulator" and len(segments) == 2:
+            return 200, self._groups(segments, lowered, split, ends_early)
+        if head and head[0] == "_emulator" and len(segments) == 2:
             return 200, self._admin(method, head[1], body)
+        raise resources.not_found(split.path)
+
+    def _users(
+        self, segments: list[str], lowered: list[str], split: SplitResult, headers: dict[str, str], ends_early: bool
+    ) -> Any:
+        emulator = self.server.emulator
+        tenant, origin, path, query = emulator.tenant, self._origin(), split.path, split.query
+        if len(segments) == 2:
+            return resources.list_users(tenant, origin, path, query, eventual=self._eventual(), ends_early=ends_early)
+        if len(segments) == 3 and lowered[2] == _COUNT:
+            return resources.count_users(tenant, query, eventual=self._eventual())
+        if len(segments) == 3 and lowered[2] in _DELTA_SEGMENTS:
+            minimal = self._prefers_minimal()
+            if minimal:
+                headers["Preference-Applied"] = "return=minimal"
+            return emulator._delta.page(origin, path, query, minimal, ends_early=ends_early)
+        if len(segments) == 3:
+            return resources.get_user(tenant, origin, segments[2], query)
+        if lowered[3] == "manager":
+            return resources.get_manager(tenant, origin, segments[2])
+        raise resources.not_found(path)
+
+    def _groups(self, segments: list[str], lowered: list[str], split: SplitResult, ends_early: bool) -> Any:
+        tenant, origin, path, query = self.server.emulator.tenant, self._origin(), split.path, split.query
+        if len(segments) == 2:
+            return resources.list_groups(tenant, origin, path, query, ends_early=ends_early)
+        if len(segments) == 3:
+            return resources.get_group(tenant, origin, segments[2], query)
+        if lowered[3] != "transitivemembers" or lowered[4] not in _USER_CAST:
+            raise resources.not_found(path)
+        if len(segments) == 5:
+            return resources.transitive_users(
+                tenant, origin, path, segments[2], query, eventual=self._eventual(), ends_early=ends_early
+            )
+        if lowered[5] == _COUNT:
+            return resources.count_transitive_users(tenant, segments[2], query, eventual=self._eventual())
         raise resources.not_found(path)
 
     def _admin(self, method: str, name: str, body: bytes) -> Any:
@@ -154,6 +184,10 @@ class _Handler(BaseHTTPRequestHandler):
         if method not in allowed:
             raise GraphError(405, "Request_BadRequest", f"The HTTP method '{method}' is not allowed here.")
 
+    def _eventual(self) -> bool:
+        """`ConsistencyLevel: eventual` (value in any case): Graph's switch for advanced queries such as $count."""
+        return (self.headers.get("ConsistencyLevel") or "").strip().lower() == "eventual"
+
     def _prefers_minimal(self) -> bool:
         preferences = ",".join(self.headers.get_all("Prefer") or [])
         return any(p.strip().replace(" ", "").lower() == "return=minimal" for p in preferences.split(","))
@@ -172,10 +206,17 @@ class _Handler(BaseHTTPRequestHandler):
         return {"error": {"code": code, "message": message, "innerError": inner}}
 
     def _encode(self, status: int, payload: Any, headers: dict[str, str]) -> bytes:
-        """Send the status line and headers; returns the body still to be written."""
-        data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        """Send the status line and headers; returns the body still to be written.
+
+        JSON, except a resources.PlainText payload, which goes out as text/plain (Graph's /$count).
+        """
+        if isinstance(payload, resources.PlainText):
+            data, content_type = payload.encode("utf-8"), "text/plain; charset=utf-8"
+        else:
+            data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            content_type = "application/json"
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("OData-Version", "4.0")
         for name, value in headers.items():
@@ -183,7 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         return data
 
-    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    def _send_body(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self.wfile.write(self._encode(status, payload, headers or {}))
 
     def _send_fault(self, fault: FaultRule) -> None:
@@ -191,7 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
         code = fault.code or _FAULT_CODES.get(status, "FaultInjected")
         message = "Too many requests." if status == 429 else "The service is temporarily unavailable."
-        self._send_json(status, self._error_body(code, message), headers)
+        self._send_body(status, self._error_body(code, message), headers)
 
     def _send_reset(self, status: int, payload: Any, headers: dict[str, str]) -> None:
         """Headers and half the body, then an abortive close (RST), as a dropped connection looks."""
@@ -202,6 +243,27 @@ class _Handler(BaseHTTPRequestHandler):
         # SO_LINGER with a zero timeout makes close() send RST instead of a clean FIN.
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
+
+
+def _segments(path: str) -> list[str]:
+    """The path's segments, percent-decoded ("/v1.0/users/%24count" -> ["v1.0", "users", "$count"])."""
+    stripped = path.strip("/")
+    return [unquote(s) for s in stripped.split("/")] if stripped else []
+
+
+def _is_listing(segments: list[str]) -> bool:
+    """Whether the request reads a page of a collection: the only requests an ends_early fault can cut short."""
+    lowered = [s.lower() for s in segments]
+    if lowered in (["v1.0", "users"], ["v1.0", "groups"]):
+        return True
+    if len(lowered) == 3 and lowered[:2] == ["v1.0", "users"]:
+        return lowered[2] in _DELTA_SEGMENTS
+    return (
+        len(lowered) == 5
+        and lowered[:2] == ["v1.0", "groups"]
+        and lowered[3] == "transitivemembers"
+        and lowered[4] in _USER_CAST
+    )
 
 
 class GraphEmulator:

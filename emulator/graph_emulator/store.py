@@ -202,6 +202,13 @@ class Tenant:
         with self._lock:
             return self._scan(self._sorted_ids.iter_after(after_id), limit, predicate, include_managers)
 
+    def count_users(self, predicate: UserPredicate | None = None) -> int:
+        """How many users /users holds (matching `predicate`): members, guests, disabled; not soft-deleted."""
+        with self._lock:
+            if predicate is None:
+                return len(self._users)
+            return sum(1 for user in self._users.values() if predicate(user))
+
     def user_and_manager(self, object_id: str) -> tuple[User | None, User | None]:
         """The stored user and its manager (read-only snapshots), for single-user requests."""
         with self._lock:
@@ -406,6 +413,13 @@ class Tenant:
             start = 0 if after_id is None else bisect.bisect_right(ids, after_id)
             chosen = ids[start : start + limit]
             return [self._groups.groups[i].to_graph() for i in chosen], start + limit < len(ids)
+
+    def count_transitive_users(self, group_id: str, predicate: UserPredicate | None = None) -> int:
+        """How many present users the group reaches through nesting (matching `predicate`). Unknown group: KeyError."""
+        with self._lock:
+            users = self._users
+            members = (users.get(i) for i in self._groups.transitive_users(group_id))
+            return sum(1 for user in members if user is not None and (predicate is None or predicate(user)))
 
     def transitive_scan_after(
         self, group_id: str, after_id: str | None, limit: int, predicate: UserPredicate | None = None

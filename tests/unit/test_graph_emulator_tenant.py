@@ -466,3 +466,38 @@ def test_filters_outside_the_subset_are_unsupported_queries(expression: str) -> 
     with pytest.raises(GraphError) as error:
         parse_filter(expression)
     assert error.value.status == 400 and error.value.code == "Request_UnsupportedQuery"
+
+
+# ------------------------------------------------------------------ counting ($count)
+
+
+def test_count_users_counts_every_present_user_and_follows_deletes() -> None:
+    tenant = generate_tenant(300, seed=5)
+    users = tenant.users_sorted()
+    assert tenant.count_users() == 300
+    guests = parse_filter("userType eq 'Guest'")
+    disabled = parse_filter("accountEnabled eq false")
+    assert tenant.count_users(guests) == sum(1 for u in users if u["userType"] == "Guest") > 0
+    assert tenant.count_users(disabled) == sum(1 for u in users if u["accountEnabled"] is False) > 0
+    soft, hard = tenant.ids_sorted()[:2]
+    tenant.soft_delete_user(soft)  # deleted items are not in /users, so not counted
+    tenant.delete_user(hard)
+    assert tenant.count_users() == 298 == len(tenant.users_sorted())
+    tenant.delete_user(soft)  # hard-deleting a soft-deleted user changes nothing in /users
+    assert tenant.count_users() == 298
+
+
+def test_count_transitive_users_matches_the_flattened_members() -> None:
+    tenant = generate_tenant(300, seed=5)
+    for group_id in tenant.group_ids():
+        members = tenant.transitive_user_ids(group_id)
+        assert tenant.count_transitive_users(group_id) == len(members)
+        enabled = parse_filter("accountEnabled eq true")
+        expected = sum(1 for i in members if (tenant.get_user(i) or {}).get("accountEnabled") is True)
+        assert tenant.count_transitive_users(group_id, enabled) == expected
+    all_staff = next(i for i in tenant.group_ids() if (tenant.get_group(i) or {})["displayName"] == "All Staff")
+    before = tenant.count_transitive_users(all_staff)
+    tenant.soft_delete_user(tenant.transitive_user_ids(all_staff)[0])  # keeps its groups, but is not present
+    assert tenant.count_transitive_users(all_staff) == before - 1
+    with pytest.raises(KeyError):
+        tenant.count_transitive_users("no-such-group")
