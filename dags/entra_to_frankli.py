@@ -106,5 +106,6 @@ def build_dag(tenant: TenantConfig):
     return sync()
 
 
+# The valid tenants only: the broken ones are one import error of entra_to_frankli_config_errors.py.
 for _tenant in load_config().tenants:
     globals()[_tenant.dag_id] = build_dag(_tenant)

@@ -1,20 +1,32 @@
 """Typed tenant settings read from the YAML file at ``$FRANKLI_SYNC_CONFIG``.
 
-Every key is checked: an unknown key or a bad value raises ``ConfigError``
-naming the field by its path (``tenants[0].mapping.site.from``), so a typo in
-the config fails the DAG import loudly instead of syncing with a default.
+Every key is checked: an unknown key or a bad value is a ``ConfigError`` naming the field by its
+path (``tenants[0].mapping.site.from``), so a typo fails loudly instead of syncing with a default.
+
+Errors are as narrow as they can be:
+
+- a problem of the file (unreadable, over ``MAX_CONFIG_BYTES``, not YAML, a duplicate key, a YAML
+  anchor or alias, an unknown top-level key, no tenants) raises from ``load_config`` / ``parse_config``;
+- a problem of one tenant (a bad key or value, an invalid schedule, a name already taken, a Frankli
+  organisation another tenant already syncs) breaks only that tenant: it is left out of
+  ``SyncConfig.tenants`` and listed in ``SyncConfig.errors``; the other tenants load. The DAG folder
+  turns the broken tenants into one Airflow import error (``dags/entra_to_frankli_config_errors.py``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import yaml
+from croniter import croniter
 
 from frankli_sync.entra import ENTRA_ATTRIBUTES
 
@@ -45,14 +57,63 @@ TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
 SOURCE_KINDS = ("graph", "csv")
 TARGET_KINDS = ("database", "scim")
 DEFAULT_REPORT_RETENTION_DAYS = 90
+DEFAULT_SCHEDULE = "@daily"
+# A tenant list is a few KiB; anything past this is refused before it is read.
+MAX_CONFIG_BYTES = 1024 * 1024
+# Airflow 3.3's schedule strings (airflow.sdk.definitions.timetables._cron.CRON_PRESETS and
+# airflow.sdk.definitions.dag._create_timetable); any other string is a cron expression read by croniter.
+# tests/dags/test_dag_integrity.py checks that this agrees with Airflow's own timetable validation.
+CRON_PRESETS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@quarterly": "0 0 1 */3 *",
+    "@yearly": "0 0 1 1 *",
+}
+SPECIAL_SCHEDULES = ("@once", "@continuous")
+
+
+class ConfigError(ValueError):
+    """The sync configuration is invalid; the message names the field."""
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans (only true / false).
+    """SafeLoader with YAML 1.2 booleans (only true / false), no anchors or aliases, no duplicate keys.
 
     YAML 1.1 also reads on / off / yes / no as booleans, which turns the mapping key
     ``on:`` of ``site: {from: officeLocation, on: always}`` into ``True``.
+    Anchors and aliases are refused before any node is composed from them: a list of tenants never
+    needs them, and aliases nested in aliases (a "billion laughs" document) expand exponentially.
+    A duplicate key is refused too (YAML loaders silently keep the last value).
     """
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise ConfigError(
+                f"line {event.start_mark.line + 1}: YAML anchors and aliases (&{event.anchor}, *{event.anchor}) "
+                "are not allowed in the sync config; write the values out"
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                first = first_lines.get(key)
+            except TypeError:  # an unhashable key: SafeConstructor refuses it with its own error
+                continue
+            if first is not None:
+                raise ConfigError(
+                    f"line {line}: duplicate key {key!r} (first at line {first}); each key may appear once"
+                )
+            first_lines[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 _ConfigLoader.yaml_implicit_resolvers = {
@@ -62,10 +123,6 @@ _ConfigLoader.yaml_implicit_resolvers = {
 _ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
-
-
-class ConfigError(ValueError):
-    """The sync configuration is invalid; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -81,12 +138,33 @@ class FieldMapping:
 
 @dataclass(frozen=True)
 class SourceSettings:
+    """Where users are read from, and how patiently.
+
+    - ``page_size``: users per Graph page (1..999).
+    - ``full_resync_days``: incremental (delta) reads are used between full reads; a full read is
+      forced after this many days (0: always read everything).
+    - ``max_retry_after_seconds`` (>= 1): the longest Graph ``Retry-After`` the extract waits; a longer
+      one fails the task naming Graph's value.
+    - ``max_retry_seconds`` (>= 1, >= ``max_retry_after_seconds``): the total time one extract may spend
+      waiting on retries.
+    - ``count_tolerance_share`` (0..1) and ``count_tolerance_users`` (>= 0): a full read is complete when
+      the users received are at least the count the source reports minus ``count_tolerance(reported)``.
+    """
+
     kind: str = "graph"
     conn_id: str | None = None
     path: str | None = None
     page_size: int = 999
-    # Incremental (delta) reads are used between full reads; a full read is forced after this many days.
     full_resync_days: int = 7
+    max_retry_after_seconds: int = 300
+    max_retry_seconds: int = 1800
+    count_tolerance_share: float = 0.01
+    count_tolerance_users: int = 5
+
+    def count_tolerance(self, reported_count: int) -> int:
+        """Users a complete full read may lack: max(count_tolerance_users, floor(share x reported count))."""
+        share = math.floor(Fraction(str(self.count_tolerance_share)) * reported_count)
+        return max(self.count_tolerance_users, share)
 
 
 @dataclass(frozen=True)
@@ -131,7 +209,7 @@ class TenantConfig:
     name: str
     source: SourceSettings
     target: TargetSettings
-    schedule: str | None = "@daily"
+    schedule: str | None = DEFAULT_SCHEDULE
     scope: ScopeSettings = field(default_factory=ScopeSettings)
     mapping: Mapping[str, FieldMapping] = field(default_factory=dict)
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -144,17 +222,44 @@ class TenantConfig:
 
 @dataclass(frozen=True)
 class SyncConfig:
+    """The config file: its valid tenants, and the broken ones with their errors.
+
+    ``errors`` maps each broken tenant, by name (or ``tenants[i]`` when its name is missing, invalid or
+    already taken by an earlier entry), to the message naming the tenant and the field.
+    """
+
     tenants: tuple[TenantConfig, ...]
     reports_dir: Path
     staging_conn_id: str | None = None
     # Run reports older than this are deleted when a new report of the tenant is written; None keeps all.
     report_retention_days: int | None = DEFAULT_REPORT_RETENTION_DAYS
+    errors: Mapping[str, str] = field(default_factory=dict)
+    path: Path | None = None  # the file it was loaded from, if any
 
     def tenant(self, name: str) -> TenantConfig:
+        """The valid tenant `name`; a broken or unknown one raises ConfigError with its error."""
         for tenant in self.tenants:
             if tenant.name == name:
                 return tenant
+        if name in self.errors:
+            raise ConfigError(self.errors[name])
         raise ConfigError(f"tenant {name!r} is not in the config (known: {[t.name for t in self.tenants]})")
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the valid tenants and of the broken ones whose name is known, in file order."""
+        return [t.name for t in self.tenants] + [label for label in self.errors if TENANT_NAME.match(label)]
+
+    def errors_message(self) -> str:
+        """One message naming every broken tenant and its field ('' when none is broken)."""
+        if not self.errors:
+            return ""
+        where = f" in {self.path}" if self.path else ""
+        heading = (
+            f"{len(self.errors)} broken tenant(s){where} have no DAG until fixed "
+            f"(the {len(self.tenants)} valid tenant(s) load):"
+        )
+        return "\n".join([heading, *(f"- {message}" for message in self.errors.values())])
 
 
 def config_path() -> Path:
@@ -164,27 +269,44 @@ def config_path() -> Path:
 
 
 def load_config(path: Path | None = None) -> SyncConfig:
+    """The config at `path` (default: ``config_path()``); raises ConfigError for a problem of the file."""
     path = path or config_path()
     try:
-        raw = yaml.load(path.read_text(), Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
-    except FileNotFoundError as error:
-        raise ConfigError(f"config file {path} does not exist (set ${CONFIG_ENV})") from error
+        raw = yaml.load(_read_bounded(path), Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as error:
+        raise ConfigError(f"config file {path}: {error}") from error
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
-    return parse_config(raw, base_dir=path.parent)
+    except RecursionError as error:
+        raise ConfigError(f"config file {path}: YAML nested too deeply") from error
+    return parse_config(raw, base_dir=path.parent, path=path)
 
 
-def parse_config(raw: Any, base_dir: Path = Path()) -> SyncConfig:
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes, refusing it unread when it is over MAX_CONFIG_BYTES (and stopping there if it grows)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{size} bytes; the limit is {MAX_CONFIG_BYTES} (MAX_CONFIG_BYTES)")
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError as error:
+        raise ConfigError(f"does not exist (set ${CONFIG_ENV})") from error
+    except OSError as error:
+        raise ConfigError(f"cannot be read: {error}") from error
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"over {MAX_CONFIG_BYTES} bytes (MAX_CONFIG_BYTES)")
+    return data
+
+
+def parse_config(raw: Any, base_dir: Path = Path(), path: Path | None = None) -> SyncConfig:
+    """Check the parsed YAML: file-level problems raise ConfigError, a broken tenant lands in ``errors``."""
     top = _mapping(raw, "config")
     _no_unknown_keys(top, {"reports_dir", "staging_conn_id", "report_retention_days", "tenants"}, "config")
     tenants_raw = top.get("tenants")
     if not isinstance(tenants_raw, list) or not tenants_raw:
         raise ConfigError("tenants: must be a non-empty list")
-    tenants = tuple(_tenant(item, f"tenants[{i}]", base_dir) for i, item in enumerate(tenants_raw))
-    names = [t.name for t in tenants]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ConfigError(f"tenants: duplicate tenant names {duplicates}")
+    tenants, errors = _tenants(tenants_raw, base_dir)
     reports_dir = Path(_str(top.get("reports_dir", "reports"), "reports_dir"))
     if not reports_dir.is_absolute():
         reports_dir = (base_dir / reports_dir).resolve()
@@ -194,31 +316,94 @@ def parse_config(raw: Any, base_dir: Path = Path()) -> SyncConfig:
         reports_dir=reports_dir,
         staging_conn_id=_str(staging, "staging_conn_id") if staging is not None else None,
         report_retention_days=_retention(top.get("report_retention_days", DEFAULT_REPORT_RETENTION_DAYS)),
+        errors=errors,
+        path=path,
     )
 
 
 def _retention(value: Any) -> int | None:
     if value is None:
         return None
-    days = _int(value, "report_retention_days")
-    if days < 1:
-        raise ConfigError(f"report_retention_days: {days} must be at least 1 (or null to keep every report)")
-    return days
+    return _int_at_least(value, 1, "report_retention_days", " (or null to keep every report)")
+
+
+def _tenants(items: list[Any], base_dir: Path) -> tuple[tuple[TenantConfig, ...], dict[str, str]]:
+    """Each entry parsed on its own: the valid tenants, and the broken ones' errors by name or ``tenants[i]``.
+
+    An entry whose name an earlier entry has, or whose Frankli organisation an earlier entry already
+    targets, is broken: the earlier one keeps them, even when it is broken itself (fixing it must not
+    move the organisation to another tenant).
+    """
+    tenants: list[TenantConfig] = []
+    errors: dict[str, str] = {}
+    names: dict[str, str] = {}  # tenant name -> where it was first given
+    owners: dict[tuple[str, ...], str] = {}  # (target kind, conn id, organisation) -> the first tenant on it
+    for i, item in enumerate(items):
+        where = f"tenants[{i}]"
+        name = _free_name(item, where, names)
+        if name:
+            names[name] = where
+        try:
+            who = f"tenant {name!r} ({where})" if name else where
+            _check_owner(_target_or_none(item, where), who, where, owners)
+            if name is None:
+                _tenant_name(item, where, names)  # raises, saying what is wrong with the name
+            tenants.append(_tenant(item, where, base_dir))
+        except ConfigError as error:
+            errors[name or where] = f"tenant {name!r}: {error}" if name else str(error)
+    return tuple(tenants), errors
+
+
+def _tenant_name(raw: Any, where: str, taken: Mapping[str, str]) -> str:
+    name = _str(_mapping(raw, where).get("name"), f"{where}.name")
+    if not TENANT_NAME.match(name):
+        raise ConfigError(f"{where}.name: {name!r} must be lower-case letters, digits and underscores")
+    if name in taken:
+        raise ConfigError(f"{where}.name: {name!r} is already the name of {taken[name]}; names must be unique")
+    return name
+
+
+def _free_name(raw: Any, where: str, taken: Mapping[str, str]) -> str | None:
+    """The entry's name if it is valid and no earlier entry has it, else None."""
+    try:
+        return _tenant_name(raw, where, taken)
+    except ConfigError:
+        return None
+
+
+def _target_or_none(raw: Any, where: str) -> TargetSettings | None:
+    try:
+        return _target(_mapping(raw, where).get("target"), f"{where}.target")
+    except ConfigError:
+        return None
+
+
+def _check_owner(target: TargetSettings | None, who: str, where: str, owners: dict[tuple[str, ...], str]) -> None:
+    """Refuse a second tenant on one Frankli organisation: each would archive the other's users.
+
+    Same organisation: same target kind, conn id and organisation name, compared trimmed and
+    case-insensitively (conn ids too: ``AIRFLOW_CONN_<ID>`` upper-cases them).
+    """
+    if target is None:
+        return
+    key = (target.kind, target.conn_id.casefold(), target.organisation.strip().casefold())
+    owner = owners.setdefault(key, who)
+    if owner == who:
+        return
+    raise ConfigError(
+        f"{where}.target.organisation: the Frankli organisation {target.organisation!r} of the {target.kind} "
+        f"connection {target.conn_id!r} is already synced by {owner}; two tenants on one organisation would "
+        "each archive the other's users. Give each tenant its own organisation"
+    )
 
 
 def _tenant(raw: Any, where: str, base_dir: Path = Path()) -> TenantConfig:
     data = _mapping(raw, where)
     known = {"name", "schedule", "source", "target", "scope", "mapping", "thresholds", "validation"}
     _no_unknown_keys(data, known, where)
-    name = _str(data.get("name"), f"{where}.name")
-    if not TENANT_NAME.match(name):
-        raise ConfigError(f"{where}.name: {name!r} must be lower-case letters, digits and underscores")
-    schedule = data.get("schedule", "@daily")
-    if schedule is not None:
-        schedule = _str(schedule, f"{where}.schedule")
     return TenantConfig(
-        name=name,
-        schedule=schedule,
+        name=_str(data.get("name"), f"{where}.name"),
+        schedule=_schedule(data.get("schedule", DEFAULT_SCHEDULE), f"{where}.schedule"),
         source=_source(data.get("source"), f"{where}.source", base_dir),
         target=_target(data.get("target"), f"{where}.target"),
         scope=_scope(data.get("scope", {}), f"{where}.scope"),
@@ -228,20 +413,41 @@ def _tenant(raw: Any, where: str, base_dir: Path = Path()) -> TenantConfig:
     )
 
 
+def _schedule(value: Any, where: str) -> str | None:
+    """An Airflow 3.3 schedule string: a preset, ``@once``, ``@continuous`` or a cron expression; None: manual only.
+
+    Stricter than Airflow in one way: a cron expression that never fires (``0 0 30 2 *``) is refused too.
+    """
+    if value is None:
+        return None
+    schedule = _str(value, where)
+    if schedule in SPECIAL_SCHEDULES:
+        return schedule
+    try:
+        croniter(CRON_PRESETS.get(schedule, schedule), datetime(2026, 1, 1)).get_next(datetime)
+    except ValueError as error:  # CroniterError is one
+        raise ConfigError(
+            f"{where}: {schedule!r} is not an Airflow schedule ({error}); use a cron expression like '0 3 * * *', "
+            f"one of {[*CRON_PRESETS, *SPECIAL_SCHEDULES]}, or null for manual runs only"
+        ) from error
+    return schedule
+
+
 def _source(raw: Any, where: str, base_dir: Path = Path()) -> SourceSettings:
     data = _mapping(raw, where)
-    _no_unknown_keys(data, {"kind", "conn_id", "path", "page_size", "full_resync_days"}, where)
-    kind = _choice(data.get("kind", "graph"), SOURCE_KINDS, f"{where}.kind")
+    defaults = SourceSettings()
+    _no_unknown_keys(data, set(defaults.__dataclass_fields__), where)
+    kind = _choice(data.get("kind", defaults.kind), SOURCE_KINDS, f"{where}.kind")
     conn_id = data.get("conn_id")
     path = data.get("path")
     if kind == "graph" and not conn_id:
         raise ConfigError(f"{where}.conn_id: required for a graph source (an msgraph Airflow connection)")
     if kind == "csv" and not path:
         raise ConfigError(f"{where}.path: required for a csv source")
-    page_size = _int(data.get("page_size", 999), f"{where}.page_size")
+    page_size = _int(data.get("page_size", defaults.page_size), f"{where}.page_size")
     if not 1 <= page_size <= 999:
         raise ConfigError(f"{where}.page_size: {page_size} is outside Graph's range 1..999")
-    resync = _int(data.get("full_resync_days", 7), f"{where}.full_resync_days")
+    resync = _int(data.get("full_resync_days", defaults.full_resync_days), f"{where}.full_resync_days")
     if resync < 0:
         raise ConfigError(f"{where}.full_resync_days: {resync} must not be negative (0 = always read everything)")
     return SourceSettings(
@@ -250,7 +456,30 @@ def _source(raw: Any, where: str, base_dir: Path = Path()) -> SourceSettings:
         conn_id=_str(conn_id, f"{where}.conn_id") if conn_id else None,
         path=str((base_dir / _str(path, f"{where}.path")).resolve()) if path else None,
         page_size=page_size,
+        **_retry_limits(data, defaults, where),
+        **_count_tolerance(data, defaults, where),
     )
+
+
+def _retry_limits(data: dict[str, Any], defaults: SourceSettings, where: str) -> dict[str, int]:
+    after = _int_at_least(
+        data.get("max_retry_after_seconds", defaults.max_retry_after_seconds), 1, f"{where}.max_retry_after_seconds"
+    )
+    total = _int_at_least(data.get("max_retry_seconds", defaults.max_retry_seconds), 1, f"{where}.max_retry_seconds")
+    if after > total:
+        raise ConfigError(
+            f"{where}.max_retry_after_seconds: {after} is more than max_retry_seconds ({total}), "
+            "the total time an extract may wait"
+        )
+    return {"max_retry_after_seconds": after, "max_retry_seconds": total}
+
+
+def _count_tolerance(data: dict[str, Any], defaults: SourceSettings, where: str) -> dict[str, Any]:
+    share = _share(data.get("count_tolerance_share", defaults.count_tolerance_share), f"{where}.count_tolerance_share")
+    users = _int_at_least(
+        data.get("count_tolerance_users", defaults.count_tolerance_users), 0, f"{where}.count_tolerance_users"
+    )
+    return {"count_tolerance_share": share, "count_tolerance_users": users}
 
 
 def _target(raw: Any, where: str) -> TargetSettings:
@@ -305,15 +534,11 @@ def _thresholds(raw: Any, where: str) -> Thresholds:
     data = _mapping(raw, where)
     defaults = Thresholds()
     _no_unknown_keys(data, set(defaults.__dataclass_fields__), where)
-    shares = {}
-    for key in ("max_invalid_share", "max_archive_share", "min_source_share"):
-        value = _float(data.get(key, getattr(defaults, key)), f"{where}.{key}")
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{where}.{key}: {value} must be between 0 and 1")
-        shares[key] = value
-    count = _int(data.get("max_archive_count", defaults.max_archive_count), f"{where}.max_archive_count")
-    if count < 0:
-        raise ConfigError(f"{where}.max_archive_count: {count} must not be negative")
+    shares = {
+        key: _share(data.get(key, getattr(defaults, key)), f"{where}.{key}")
+        for key in ("max_invalid_share", "max_archive_share", "min_source_share")
+    }
+    count = _int_at_least(data.get("max_archive_count", defaults.max_archive_count), 0, f"{where}.max_archive_count")
     return Thresholds(max_archive_count=count, **shares)
 
 
@@ -342,7 +567,7 @@ def _mapping(raw: Any, where: str) -> dict[str, Any]:
 
 
 def _no_unknown_keys(data: dict[str, Any], known: set[str], where: str) -> None:
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)  # keys may be any YAML scalar: 1, true, null
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
 
@@ -363,6 +588,20 @@ def _int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{where}: must be an integer, got {value!r}")
     return value
+
+
+def _int_at_least(value: Any, minimum: int, where: str, hint: str = "") -> int:
+    number = _int(value, where)
+    if number < minimum:
+        raise ConfigError(f"{where}: {number} must be at least {minimum}{hint}")
+    return number
+
+
+def _share(value: Any, where: str) -> float:
+    number = _float(value, where)
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{where}: {number} must be between 0 and 1")
+    return number
 
 
 def _float(value: Any, where: str) -> float:

@@ -14,6 +14,8 @@ import yaml
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
+DAG_FILE = "entra_to_frankli.py"
+ERRORS_FILE = "entra_to_frankli_config_errors.py"  # broken tenants' import error; defines no DAG
 TASKS = ["extract", "validate", "transform", "load_upserts", "load_archives", "report"]
 
 
@@ -26,15 +28,24 @@ def _tenant(name: str, schedule: str | None) -> dict:
     }
 
 
-@pytest.fixture
-def dagbag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def _bag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: dict | str):
+    """The DAG folder parsed as Airflow does, under `config` (a dict, or YAML text)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    config = {"tenants": [_tenant("contoso", "@daily"), _tenant("fabrikam", "0 3 * * *")]}
-    (tmp_path / "tenants.yaml").write_text(yaml.safe_dump(config))
+    text = config if isinstance(config, str) else yaml.safe_dump(config)
+    (tmp_path / "tenants.yaml").write_text(text)
     monkeypatch.setenv("FRANKLI_SYNC_CONFIG", str(tmp_path / "tenants.yaml"))
     monkeypatch.delenv("FRANKLI_SYNC_TASK_RETRIES", raising=False)
     return DagBag(dag_folder=str(REPO / "dags"))
+
+
+def _errors_by_file(bag) -> dict[str, str]:
+    return {Path(path).name: error for path, error in bag.import_errors.items()}
+
+
+@pytest.fixture
+def dagbag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    return _bag(tmp_path, monkeypatch, {"tenants": [_tenant("contoso", "@daily"), _tenant("fabrikam", "0 3 * * *")]})
 
 
 def test_dags_import_without_errors(dagbag) -> None:
@@ -68,13 +79,80 @@ def test_schedules_come_from_the_config(dagbag) -> None:
 
 
 def test_bad_config_is_an_import_error_naming_the_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow.dag_processing.dagbag import DagBag
-
     tenant = _tenant("contoso", "@daily")
     tenant["thresholds"] = {"max_archive_share": 3}
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"tenants": [tenant]}))
-    monkeypatch.setenv("FRANKLI_SYNC_CONFIG", str(tmp_path / "bad.yaml"))
-    bag = DagBag(dag_folder=str(REPO / "dags"))
+    bag = _bag(tmp_path, monkeypatch, {"tenants": [tenant]})
     assert bag.dags == {}
     (error,) = bag.import_errors.values()
-    assert "tenants[0].thresholds.max_archive_share" in error
+    assert "tenant 'contoso': tenants[0].thresholds.max_archive_share" in error
+
+
+def test_defect7_bad_tenant_is_an_import_error_others_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    unknown_key = {**_tenant("fabrikam", "@daily"), "colour": "blue"}
+    bad_schedule = _tenant("tailspin", "@daliy")
+    bad_name = _tenant("Wingtip Toys", "@daily")
+    config = {"tenants": [_tenant("contoso", "@daily"), unknown_key, bad_schedule, bad_name]}
+    bag = _bag(tmp_path, monkeypatch, config)
+
+    assert sorted(bag.dags) == ["entra_to_frankli__contoso"]
+    errors = _errors_by_file(bag)
+    assert list(errors) == [ERRORS_FILE], "one import error, naming every broken tenant"
+    error = errors[ERRORS_FILE]
+    assert "3 broken tenant(s)" in error
+    assert "tenant 'fabrikam': tenants[1]: unknown key(s) ['colour']" in error
+    assert "tenant 'tailspin': tenants[2].schedule: '@daliy' is not an Airflow schedule" in error
+    assert "tenants[3].name: 'Wingtip Toys' must be lower-case" in error
+    # Airflow's dag-processor marks every DAG of a file with an import error stale (never scheduled):
+    # the broken tenants' error must come from a file without DAGs.
+    assert {Path(dag.fileloc).name for dag in bag.dags.values()} == {DAG_FILE}
+
+
+def test_defect7_file_level_error_fails_the_dag_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = yaml.safe_dump({"tenants": [_tenant("contoso", "@daily")]}) + "tenants: []\n"
+    bag = _bag(tmp_path, monkeypatch, config)
+    assert bag.dags == {}
+    errors = _errors_by_file(bag)
+    assert list(errors) == [DAG_FILE], "a problem of the whole file is reported once, by the DAG file"
+    assert "duplicate key 'tenants'" in errors[DAG_FILE]
+
+
+def test_defect7_broken_tenants_file_defines_no_dag_and_is_parsed() -> None:
+    from airflow.utils.file import might_contain_dag_via_default_heuristic
+
+    path = REPO / "dags" / ERRORS_FILE
+    assert might_contain_dag_via_default_heuristic(str(path)), "safe mode would skip it, and its errors"
+    assert "@dag" not in path.read_text() and "DAG(" not in path.read_text()
+
+
+SCHEDULES = [
+    "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@midnight", "@annually", "@reboot",
+    "@daliy", "@every 5m", "0 3 * * *", "61 * * * *", "0 0 * * 8", "*/15 6-18 * * MON-FRI", "0 0 L * *",
+    "30 2 * * * 0", "0 0 1 1 * 2030", "H * * * *", "* * *", "*/0 * * * *", "MON * * * *",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_defect7_schedule_check_agrees_with_airflow(schedule: str) -> None:
+    """The config accepts a cron string exactly when Airflow's own cron timetable validates it."""
+    from airflow.sdk import CronTriggerTimetable
+    from airflow.sdk.exceptions import AirflowTimetableInvalid
+    from frankli_sync.config import ConfigError, _schedule
+
+    try:
+        CronTriggerTimetable(schedule, timezone="UTC").validate()
+        airflow_accepts = True
+    except AirflowTimetableInvalid:
+        airflow_accepts = False
+    try:
+        _schedule(schedule, "schedule")
+        config_accepts = True
+    except ConfigError:
+        config_accepts = False
+    assert config_accepts == airflow_accepts
+
+
+def test_defect7_schedule_presets_are_airflows() -> None:
+    from airflow.sdk.definitions.timetables._cron import CRON_PRESETS as AIRFLOW_PRESETS
+    from frankli_sync.config import CRON_PRESETS
+
+    assert CRON_PRESETS == AIRFLOW_PRESETS

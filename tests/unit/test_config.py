@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from frankli_sync.config import (
     DEFAULT_MAPPING,
+    MAX_CONFIG_BYTES,
     ConfigError,
     FieldMapping,
+    SourceSettings,
     SyncConfig,
     Thresholds,
     load_config,
@@ -76,6 +78,13 @@ def minimal_tenant(**overrides: Any) -> dict[str, Any]:
     return tenant
 
 
+def other_tenant(name: str, organisation: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """A tenant with its own Graph connection and Frankli organisation (one organisation, one tenant)."""
+    target = {"kind": "database", "conn_id": f"frankli_{name}", "organisation": organisation or name.title()}
+    defaults = {"source": {"kind": "graph", "conn_id": f"msgraph_{name}"}, "target": target}
+    return minimal_tenant(name=name, **{**defaults, **overrides})
+
+
 def minimal(**tenant_overrides: Any) -> dict[str, Any]:
     return {"tenants": [minimal_tenant(**tenant_overrides)]}
 
@@ -86,13 +95,22 @@ def write(tmp_path: Path, text: str, name: str = "tenants.yaml") -> Path:
     return path
 
 
-def fails_naming(raw: Any, field: str) -> ConfigError:
-    """Parse `raw`, expect a ConfigError whose message starts with the dotted path `field`."""
-    with pytest.raises(ConfigError) as caught:
-        parse_config(raw)
-    message = str(caught.value)
-    assert message.startswith(f"{field}:"), f"expected the error to name {field!r}, got: {message}"
-    return caught.value
+def fails_naming(raw: Any, field: str) -> str:
+    """Parse `raw`; expect an error naming the dotted path `field` and return its message.
+
+    A problem of the file raises ConfigError; a problem of a tenant breaks that tenant only: its error
+    (``tenant 'name': <field>: ...``, or ``<field>: ...`` when its name is unusable) is in ``errors``.
+    """
+    try:
+        config = parse_config(raw)
+    except ConfigError as error:
+        message = str(error)
+        assert message.startswith(f"{field}:"), f"expected the error to name {field!r}, got: {message}"
+        return message
+    assert len(config.errors) == 1, f"expected one broken tenant, got {dict(config.errors)}"
+    (message,) = config.errors.values()
+    assert re.match(rf"(tenant '[a-z0-9_]+': )?{re.escape(field)}:", message), f"expected {field!r}, got: {message}"
+    return message
 
 
 # --- the example and the defaults ------------------------------------------------------------
@@ -190,7 +208,7 @@ def test_schedule_may_be_null_for_manual_runs() -> None:
 
 
 def test_tenant_lookup_by_name_and_unknown_tenant_is_a_config_error() -> None:
-    config = parse_config({"tenants": [minimal_tenant(), minimal_tenant(name="fabrikam")]})
+    config = parse_config({"tenants": [minimal_tenant(), other_tenant("fabrikam")]})
     assert config.tenant("fabrikam").name == "fabrikam"
     with pytest.raises(ConfigError, match="nope"):
         config.tenant("nope")
@@ -265,13 +283,12 @@ UNKNOWN_KEY_CASES = [
 def test_unknown_key_fails_naming_its_level(mutate: Any, field: str) -> None:
     raw = copy.deepcopy(minimal())
     mutate(raw)
-    error = fails_naming(raw, field)
-    assert "unknown key" in str(error)
+    assert "unknown key" in fails_naming(raw, field)
 
 
 def test_unknown_key_in_second_tenant_names_its_index() -> None:
-    raw = {"tenants": [minimal_tenant(), minimal_tenant(name="fabrikam", colour="blue")]}
-    assert "colour" in str(fails_naming(raw, "tenants[1]"))
+    raw = {"tenants": [minimal_tenant(), other_tenant("fabrikam", colour="blue")]}
+    assert "colour" in fails_naming(raw, "tenants[1]")
 
 
 # --- bad values ----------------------------------------------------------------------------------
@@ -333,10 +350,14 @@ def test_tenant_name_valid_formats_are_accepted(name: str) -> None:
     assert re.fullmatch(r"entra_to_frankli__[a-z0-9_]+", tenant.dag_id)
 
 
-def test_duplicate_tenant_names_fail() -> None:
-    raw = {"tenants": [minimal_tenant(), minimal_tenant(name="fabrikam"), minimal_tenant()]}
-    with pytest.raises(ConfigError, match=r"^tenants: duplicate tenant names \['contoso'\]"):
-        parse_config(raw)
+def test_duplicate_tenant_name_breaks_the_later_entry_only() -> None:
+    raw = {"tenants": [minimal_tenant(), other_tenant("fabrikam"), other_tenant("contoso", organisation="Other")]}
+    config = parse_config(raw)
+    assert [t.name for t in config.tenants] == ["contoso", "fabrikam"]
+    assert config.errors == {
+        "tenants[2]": "tenants[2].name: 'contoso' is already the name of tenants[0]; names must be unique"
+    }
+    assert config.tenant("contoso").target.organisation == "Contoso Ltd"
 
 
 @pytest.mark.parametrize("tenants", [None, [], {"name": "contoso"}])
@@ -364,8 +385,8 @@ def test_scim_target_is_refused_until_it_exists() -> None:
             }
         ]
     }
-    with pytest.raises(ConfigError, match=r"tenants\[0\]\.target\.kind: 'scim'.*not implemented"):
-        parse_config(raw)
+    message = fails_naming(raw, "tenants[0].target.kind")
+    assert re.search(r"'scim'.*not implemented", message)
 
 
 def test_csv_source_path_is_relative_to_the_config_file(tmp_path) -> None:
@@ -381,3 +402,275 @@ def test_csv_source_path_is_relative_to_the_config_file(tmp_path) -> None:
     config = parse_config(raw, base_dir=tmp_path)
     assert config.tenants[0].source.path == str(tmp_path / "exports" / "users.csv")
     assert config.tenants[0].source.full_resync_days == 7
+
+
+# --- defect 7: a broken tenant breaks only itself -------------------------------------------------
+
+
+def test_defect7_broken_tenant_is_left_out_and_the_others_load() -> None:
+    raw = {"tenants": [minimal_tenant(), other_tenant("fabrikam", colour="blue"), other_tenant("tailspin")]}
+    config = parse_config(raw)
+    assert [t.name for t in config.tenants] == ["contoso", "tailspin"]
+    assert list(config.errors) == ["fabrikam"]
+    assert config.errors["fabrikam"].startswith("tenant 'fabrikam': tenants[1]: unknown key(s) ['colour']")
+    assert config.names == ["contoso", "tailspin", "fabrikam"]
+
+
+def test_defect7_broken_tenant_lookup_raises_its_error() -> None:
+    config = parse_config(
+        {"tenants": [minimal_tenant(), other_tenant("fabrikam", thresholds={"max_archive_share": 3})]}
+    )
+    with pytest.raises(ConfigError) as caught:
+        config.tenant("fabrikam")
+    assert str(caught.value) == config.errors["fabrikam"]
+    assert "tenants[1].thresholds.max_archive_share" in str(caught.value)
+
+
+def test_defect7_tenant_without_a_usable_name_is_keyed_by_its_index() -> None:
+    raw = {"tenants": [other_tenant("Fabrikam EU"), minimal_tenant(), {"source": {"conn_id": "x"}}, "tailspin"]}
+    config = parse_config(raw)
+    assert [t.name for t in config.tenants] == ["contoso"]
+    assert list(config.errors) == ["tenants[0]", "tenants[2]", "tenants[3]"]
+    assert config.errors["tenants[0]"].startswith("tenants[0].name: 'Fabrikam EU' must be lower-case")
+    assert config.errors["tenants[2]"].startswith("tenants[2].name: must be a non-empty string")
+    assert config.errors["tenants[3]"] == "tenants[3]: must be a mapping, got str"
+    assert config.names == ["contoso"]
+
+
+def test_defect7_every_broken_tenant_is_in_one_message() -> None:
+    raw = {
+        "tenants": [
+            minimal_tenant(),
+            other_tenant("fabrikam", schedule="@daliy"),
+            other_tenant("Tailspin"),
+            other_tenant("wingtip", scope={"groups": "g1"}),
+        ]
+    }
+    message = parse_config(raw, path=Path("/etc/frankli/tenants.yaml")).errors_message()
+    assert message.splitlines()[0] == (
+        "3 broken tenant(s) in /etc/frankli/tenants.yaml have no DAG until fixed (the 1 valid tenant(s) load):"
+    )
+    assert "- tenant 'fabrikam': tenants[1].schedule: '@daliy'" in message
+    assert "- tenants[2].name: 'Tailspin'" in message
+    assert "- tenant 'wingtip': tenants[3].scope.groups:" in message
+    assert parse_config(minimal()).errors_message() == ""
+
+
+def test_defect7_all_tenants_broken_is_still_a_config() -> None:
+    config = parse_config(minimal(schedule="@hourl"))
+    assert config.tenants == ()
+    assert list(config.errors) == ["contoso"]
+
+
+DUPLICATE_KEY_YAML = """\
+tenants:
+  - name: contoso
+    source:
+      kind: graph
+      conn_id: msgraph_contoso
+    target:
+      kind: database
+      conn_id: frankli_contoso
+      organisation: Contoso Ltd
+    scope:
+      exclude_guests: true
+      exclude_guests: false
+"""
+
+
+def test_defect7_duplicate_key_rejected_with_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, DUPLICATE_KEY_YAML))
+    message = str(caught.value)
+    assert "line 12: duplicate key 'exclude_guests' (first at line 11)" in message
+    assert str(tmp_path / "tenants.yaml") in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "tenants: []\nreports_dir: a\ntenants: []\n", "line 3: duplicate key 'tenants' (first at line 1)", id="top"
+        ),
+        pytest.param(
+            DESIGN_EXAMPLE.replace("{from: officeLocation, on: always}", "{from: officeLocation, from: city}"),
+            "line 18: duplicate key 'from' (first at line 18)",
+            id="flow-mapping",
+        ),
+        pytest.param(
+            DESIGN_EXAMPLE.replace("  - name: contoso  ", "  - name: fabrikam\n    name: contoso"),
+            "line 5: duplicate key 'name' (first at line 4)",
+            id="tenant-name",
+        ),
+    ],
+)
+def test_defect7_duplicate_key_anywhere_fails_the_file(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("schedule", ["@daliy", "61 * * * *", "@reboot", "0 0 * * 8", "every day", "0 0 30 2 *"])
+def test_defect7_schedule_typo_names_tenant(schedule: str) -> None:
+    config = parse_config({"tenants": [minimal_tenant(), other_tenant("fabrikam", schedule=schedule)]})
+    assert [t.name for t in config.tenants] == ["contoso"]
+    message = config.errors["fabrikam"]
+    assert message.startswith(f"tenant 'fabrikam': tenants[1].schedule: {schedule!r} is not an Airflow schedule")
+    assert "null for manual runs only" in message
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@once", "@continuous",
+        "@midnight", "0 3 * * *", "*/15 6-18 * * MON-FRI", "0 0 29 2 *", "0 0 L * *", "30 2 * * * 0", None,
+    ],
+)  # fmt: skip
+def test_defect7_airflow_schedules_are_accepted(schedule: str | None) -> None:
+    assert parse_config(minimal(schedule=schedule)).tenants[0].schedule == schedule
+
+
+def billion_laughs() -> str:
+    """A real billion-laughs document: nine levels of ten aliases, hidden in an allowed key (scope.groups)."""
+    levels = ['&l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"&l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 10)]
+    groups = "\n".join(f"        - {level}" for level in levels)
+    return DESIGN_EXAMPLE.replace("      groups: []", f"      groups:\n{groups}")
+
+
+def test_defect7_alias_bomb_refused_fast(tmp_path: Path) -> None:
+    text = billion_laughs()
+    assert len(text) < 4000 and text.count("*l") == 90, "10**9 'lol's if expanded"
+    with pytest.raises(ConfigError, match=r"line 16: YAML anchors and aliases .* are not allowed"):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        DESIGN_EXAMPLE.replace("exclude_guests: true", "exclude_guests: &yes true\n      only_enabled: *yes"),
+        DESIGN_EXAMPLE.replace("  - name: contoso ", "  - &t name: contoso "),
+    ],
+    ids=["alias", "anchor-alone"],
+)
+def test_defect7_any_anchor_or_alias_is_refused_naming_the_line(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match=r"config file .*: line \d+: YAML anchors and aliases"):
+        load_config(write(tmp_path, text))
+
+
+def test_defect7_oversized_file_refused(tmp_path: Path) -> None:
+    padding = "#" * 99 + "\n"
+    text = DESIGN_EXAMPLE + padding * (MAX_CONFIG_BYTES // len(padding) + 1)
+    assert len(text.encode()) > MAX_CONFIG_BYTES
+    with pytest.raises(ConfigError, match=rf"bytes; the limit is {MAX_CONFIG_BYTES}"):
+        load_config(write(tmp_path, text))
+    assert load_config(write(tmp_path, DESIGN_EXAMPLE + padding * 100)).tenants[0].name == "contoso"
+
+
+def test_defect7_deeply_nested_yaml_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(write(tmp_path, "tenants: " + "[" * 50_000))
+
+
+def test_config_file_that_is_a_directory_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(tmp_path)
+
+
+# --- defect 3: one Frankli organisation, one tenant -------------------------------------------------
+
+
+def test_defect3_two_tenants_one_organisation_refused_naming_both() -> None:
+    later = other_tenant("contoso_eu", source={"kind": "csv", "path": "eu.csv"})
+    later["target"] = {"kind": "database", "conn_id": "frankli_contoso", "organisation": "  contoso LTD "}
+    config = parse_config({"tenants": [minimal_tenant(), other_tenant("fabrikam"), later]})
+    assert [t.name for t in config.tenants] == ["contoso", "fabrikam"]
+    message = config.errors["contoso_eu"]
+    assert message.startswith("tenant 'contoso_eu': tenants[2].target.organisation:")
+    assert "tenant 'contoso' (tenants[0])" in message
+    assert "'frankli_contoso'" in message and "'contoso LTD'" in message
+    assert "each archive the other's users" in message and "its own organisation" in message
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        {"kind": "database", "conn_id": "frankli_contoso", "organisation": "Contoso GmbH"},
+        {"kind": "database", "conn_id": "frankli_contoso_eu", "organisation": "Contoso Ltd"},
+    ],
+    ids=["other-organisation", "other-connection"],
+)
+def test_defect3_other_organisation_or_connection_is_fine(target: dict[str, str]) -> None:
+    config = parse_config({"tenants": [minimal_tenant(), other_tenant("contoso_eu", target=target)]})
+    assert [t.name for t in config.tenants] == ["contoso", "contoso_eu"]
+    assert config.errors == {}
+
+
+def test_defect3_connection_ids_compare_case_insensitively() -> None:
+    later = other_tenant("contoso_eu")
+    later["target"] = {"kind": "database", "conn_id": "FRANKLI_CONTOSO", "organisation": "Contoso Ltd"}
+    assert list(parse_config({"tenants": [minimal_tenant(), later]}).errors) == ["contoso_eu"]
+
+
+def test_defect3_a_broken_earlier_tenant_keeps_its_organisation() -> None:
+    # Fixing the earlier tenant must not move the organisation (and its users) to the other one.
+    raw = {"tenants": [minimal_tenant(schedule="@daliy"), other_tenant("contoso_eu", organisation="Contoso Ltd")]}
+    raw["tenants"][1]["target"]["conn_id"] = "frankli_contoso"
+    config = parse_config(raw)
+    assert config.tenants == ()
+    assert "already synced by tenant 'contoso' (tenants[0])" in config.errors["contoso_eu"]
+
+
+# --- source settings: retries and read completeness --------------------------------------------
+
+
+def test_source_defaults_are_written_once() -> None:
+    source = parse_config(minimal()).tenants[0].source
+    assert source == SourceSettings(kind="graph", conn_id="msgraph_contoso")
+    assert (source.page_size, source.full_resync_days) == (999, 7)
+    assert (source.max_retry_after_seconds, source.max_retry_seconds) == (300, 1800)
+    assert (source.count_tolerance_share, source.count_tolerance_users) == (0.01, 5)
+
+
+def test_source_retry_and_count_settings_are_read() -> None:
+    source = {
+        "conn_id": "g",
+        "max_retry_after_seconds": 60,
+        "max_retry_seconds": 600,
+        "count_tolerance_share": 0,
+        "count_tolerance_users": 0,
+    }
+    parsed = parse_config(minimal(source=source)).tenants[0].source
+    assert (parsed.max_retry_after_seconds, parsed.max_retry_seconds) == (60, 600)
+    assert (parsed.count_tolerance_share, parsed.count_tolerance_users) == (0.0, 0)
+
+
+@pytest.mark.parametrize(
+    ("source", "field"),
+    [
+        ({"max_retry_after_seconds": 0}, "max_retry_after_seconds"),
+        ({"max_retry_after_seconds": "300"}, "max_retry_after_seconds"),
+        ({"max_retry_after_seconds": 2.5}, "max_retry_after_seconds"),
+        ({"max_retry_after_seconds": True}, "max_retry_after_seconds"),
+        ({"max_retry_seconds": 0}, "max_retry_seconds"),
+        ({"max_retry_seconds": None}, "max_retry_seconds"),
+        ({"max_retry_after_seconds": 900, "max_retry_seconds": 600}, "max_retry_after_seconds"),
+        ({"count_tolerance_share": 1.5}, "count_tolerance_share"),
+        ({"count_tolerance_share": -0.01}, "count_tolerance_share"),
+        ({"count_tolerance_share": "1%"}, "count_tolerance_share"),
+        ({"count_tolerance_users": -1}, "count_tolerance_users"),
+        ({"count_tolerance_users": 0.5}, "count_tolerance_users"),
+        ({"max_retries": 3}, ""),
+    ],
+)
+def test_source_retry_and_count_settings_are_checked(source: dict[str, Any], field: str) -> None:
+    path = f"tenants[0].source.{field}" if field else "tenants[0].source"
+    fails_naming(minimal(source={"conn_id": "g", **source}), path)
+
+
+@pytest.mark.parametrize(
+    ("share", "users", "reported", "tolerance"),
+    [(0.01, 5, 100, 5), (0.01, 5, 10_000, 100), (0.29, 0, 100, 29), (0.0, 0, 10, 0), (1.0, 0, 7, 7)],
+)
+def test_source_count_tolerance(share: float, users: int, reported: int, tolerance: int) -> None:
+    source = SourceSettings(conn_id="g", count_tolerance_share=share, count_tolerance_users=users)
+    assert source.count_tolerance(reported) == tolerance
