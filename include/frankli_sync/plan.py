@@ -9,7 +9,12 @@ its own transaction, so applying it twice finds nothing left to do.
 
 Entity fields are carried as name keys (trimmed, case-folded) and managers as
 Entra object ids; the loader turns both into row ids after it has created
-what the plan asks for.
+what the plan asks for. Emails are matched by `transform.email_key` (NFC,
+A-Z lower-cased, no Unicode folding); addresses that only match under
+folding are look-alikes and quarantined (`_email_lookalikes`).
+
+Every frame of a plan keeps its columns when it is empty: the loader and the
+report read them by name whatever the run found.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from frankli_sync.config import FieldMapping
@@ -28,6 +34,10 @@ from frankli_sync.transform import (
     OUT_OF_SCOPE,
     TEXT_FIELDS,
     clean_text,
+    email_fold_of,
+    email_key,
+    email_key_of,
+    email_spelling_of,
     is_missing,
     iso_date,
     name_key,
@@ -126,18 +136,28 @@ def plan_user_changes(
     present = identified.set_index("external_id")["status_in_source"]
     active = desired[desired["status_in_source"] == ACTIVE].copy()
 
+    always = tuple(f for f, rule in options.mapping.items() if rule.on == "always")
+
     matched, links, conflicts, creates = _match_active_users(active, users, present)
     matched, admin_archived = _drop_admin_archived(matched, users)
-    conflicts = pd.concat([conflicts, _email_collisions(matched, creates, users)], ignore_index=True)
+    lookalikes = _email_lookalikes(active, matched, links, creates, users, email_synced="email" in always)
+    conflicts = pd.concat([conflicts, _email_collisions(matched, creates, users), lookalikes], ignore_index=True)
+    # One quarantine per user: the first reason found (a rehire conflict, then a taken email, then a look-alike).
+    conflicts = conflicts.drop_duplicates("external_id")
     collided = set(conflicts["external_id"])
     matched = matched[~matched["external_id"].isin(collided)]
     creates = creates[~creates["external_id"].isin(collided)]
     links = links[~links["external_id"].isin(collided)]
 
     synced_ids = set(matched["external_id"]) | set(creates["external_id"])
-    managers, manager_findings = _resolve_managers(active, present, synced_ids, set(admin_archived["external_id"]))
+    references = _manager_references(users)
+    current_managers = dict(
+        zip(matched["external_id"], references.reindex(matched["user_id"].to_numpy()).to_numpy(), strict=True)
+    )
+    managers, manager_findings = _resolve_managers(
+        active, present, synced_ids, set(admin_archived["external_id"]), current_managers
+    )
 
-    always = tuple(f for f, rule in options.mapping.items() if rule.on == "always")
     written = pd.concat([creates.assign(_fields="all"), matched.assign(_fields="always")], ignore_index=True)
     written["manager"] = written["external_id"].map(managers).astype("object")
     written = written.where(written.notna(), None)
@@ -178,7 +198,7 @@ def _normalised_users(users: pd.DataFrame) -> pd.DataFrame:
             users[column] = None
     users = users.astype("object").where(users.notna(), None)
     users["start_date"] = iso_date(users["start_date"])
-    users["email_key"] = name_key(users["email"])
+    users["email_key"] = email_key(users["email"])
     return users
 
 
@@ -240,7 +260,7 @@ def _email_collisions(matched: pd.DataFrame, creates: pd.DataFrame, users: pd.Da
     """Rows whose email would duplicate the email of a Frankli user they are not."""
     taken = set(users.loc[~users["id"].isin(matched["user_id"]), "email_key"].dropna())
     incoming = pd.concat([matched, creates], ignore_index=True)
-    keys = name_key(incoming["email"])
+    keys = email_key(incoming["email"])
     hit = incoming[keys.isin(taken).to_numpy()]
     return pd.DataFrame(
         {
@@ -251,10 +271,94 @@ def _email_collisions(matched: pd.DataFrame, creates: pd.DataFrame, users: pd.Da
     )
 
 
+def _email_lookalikes(
+    active: pd.DataFrame,
+    matched: pd.DataFrame,
+    links: pd.DataFrame,
+    creates: pd.DataFrame,
+    users: pd.DataFrame,
+    email_synced: bool,
+) -> pd.DataFrame:
+    """Rows whose new email would pass for another user's address under Unicode folding (DESIGN §2).
+
+    Checked: users to be created, adopted or re-linked, and matched users whose email
+    changes; against every Frankli user but their own row and every other active Entra
+    user. Two addresses look alike when their `email_fold_of` is equal but their
+    `email_spelling_of` is not (``Kristin.straße`` with a Kelvin-sign K vs
+    ``kristin.strasse``). The row is held back when its own address is the non-ASCII
+    one, or when it would otherwise be adopted by the look-alike (equal `email_key`: the
+    Kelvin sign is "k" after NFC). Equal spellings are `_email_collisions`' business.
+    """
+    linked = set(links["external_id"])
+    by_id = matched[~matched["external_id"].isin(linked)]
+    before = users.set_index("id")["email"].reindex(by_id["user_id"].to_numpy()).to_numpy()
+    changed = np.array([email_synced and _differs(a, b) for a, b in zip(by_id["email"], before, strict=True)], bool)
+    checked = pd.concat(
+        [
+            creates[["external_id", "email"]].assign(own=None),
+            matched.loc[matched["external_id"].isin(linked), ["external_id", "email"]].assign(own=None),
+            by_id.loc[changed, ["external_id", "email"]].assign(own=by_id.loc[changed, "user_id"]),
+        ],
+        ignore_index=True,
+    )
+    folds = [email_fold_of(v) for v in checked["email"]]
+    wanted = {f for f in folds if f is not None}
+    # fold → (owner, shown as, address) of every address that could be looked like; "own" rows are skipped.
+    others: dict[str, list[tuple[Any, str, str]]] = {}
+    for user_id, email in zip(users["id"], users["email"], strict=True):
+        fold = email_fold_of(email)
+        if fold in wanted:
+            others.setdefault(fold, []).append((("frankli", user_id), f"Frankli user {email}", email))
+    for external_id, email in zip(active["external_id"], active["email"], strict=True):
+        fold = email_fold_of(email)
+        if fold in wanted:
+            others.setdefault(fold, []).append((("entra", external_id), f"Entra user {email} ({external_id})", email))
+
+    rows: list[dict[str, Any]] = []
+    for external_id, email, own, fold in zip(
+        checked["external_id"], checked["email"], checked["own"], folds, strict=True
+    ):
+        if fold is None:
+            continue
+        spelling, key = email_spelling_of(email), email_key_of(email)
+        for owner, shown, other in others.get(fold, []):
+            if owner in (("frankli", own), ("entra", external_id)) or email_spelling_of(other) == spelling:
+                continue
+            if email.isascii() and email_key_of(other) != key:
+                continue  # the other address is the non-ASCII one; its own row answers for it
+            fix = "fix the UPN in Entra or the email in Frankli" if owner[0] == "frankli" else "fix one UPN in Entra"
+            reason = f"email_lookalike: {email} looks like {shown} under Unicode folding; {fix}"
+            rows.append({"external_id": external_id, "email": email, "reason": reason})
+            break
+    return pd.DataFrame(rows, columns=["external_id", "email", "reason"])
+
+
+def _manager_references(users: pd.DataFrame) -> pd.Series:
+    """Per Frankli user id: its manager in plan terms (an object id, an unmanaged-user marker, or None)."""
+    current = users.set_index("id")
+    external = current["external_id"].to_dict()
+    return objects(
+        (None if r is None else (external.get(r) or f"{UNMANAGED_REF}{r}") for r in current["manager_id"]),
+        current.index,
+    )
+
+
 def _resolve_managers(
-    active: pd.DataFrame, present: pd.Series, synced_ids: set[str], admin_archived: set[str]
+    active: pd.DataFrame,
+    present: pd.Series,
+    synced_ids: set[str],
+    admin_archived: set[str],
+    current: Mapping[str, str | None],
 ) -> tuple[dict[str, str | None], dict[str, list[dict[str, Any]]]]:
-    """Manager object id per synced user; out-of-scope managers and cycles are reported and dropped."""
+    """Manager reference per synced user; unusable managers and cycles are reported.
+
+    `current`: the manager each matched (existing) user has in Frankli now, in plan
+    terms. A manager Entra holds but that cannot be one here (out of scope, disabled,
+    quarantined, in conflict, archived by an admin) gives no manager. A manager that is
+    not in the snapshot at all says nothing about the user (DESIGN §2 "Evidence, not
+    counts": the read may have missed it), so an existing user keeps the manager it has
+    and a new user gets none; both are reported.
+    """
     problems: list[dict[str, Any]] = []
     managers: dict[str, str | None] = {}
     rows = active[active["external_id"].isin(synced_ids)][["external_id", "email", "manager"]]
@@ -263,16 +367,26 @@ def _resolve_managers(
         if manager is None or manager in synced_ids:
             managers[external_id] = manager
             continue
+        managers[external_id] = None
+        outcome = "no manager"
         if manager in admin_archived:
             reason = "archived_in_frankli"
         elif manager in present.index:
             reason = str(present[manager]) if present[manager] != ACTIVE else "conflict"
         else:
             reason = "not_in_source"
+            if external_id in current:
+                managers[external_id] = current[external_id]
+                outcome = "manager left unchanged"
         problems.append(
-            {"external_id": external_id, "email": emails[external_id], "manager_id": manager, "reason": reason}
+            {
+                "external_id": external_id,
+                "email": emails[external_id],
+                "manager_id": manager,
+                "reason": reason,
+                "outcome": outcome,
+            }
         )
-        managers[external_id] = None
     cycles = _break_cycles(managers)
     return managers, {
         "manager_problems": problems,
@@ -372,10 +486,7 @@ def _current_references(users: pd.DataFrame, entities: Mapping[str, pd.DataFrame
         by_id = dict(zip(live["id"], name_key(live["name"]), strict=True))
         refs = current[f"{field_name}_id"]
         out[field_name] = objects((None if r is None else by_id.get(r, DELETED_REF) for r in refs), out.index)
-    external = current["external_id"].to_dict()
-    out["manager"] = objects(
-        (None if r is None else (external.get(r) or f"{UNMANAGED_REF}{r}") for r in current["manager_id"]), out.index
-    )
+    out["manager"] = _manager_references(users)
     return out.astype("object")
 
 
@@ -465,14 +576,21 @@ def _archives(
 
 
 def _only_user(plan: Plan, upn: str, users: pd.DataFrame) -> Plan:
-    """Keep only the actions about one user (by UPN / email), and the entities it needs."""
-    key = upn.strip().casefold()
-    ids = set(users.loc[users["email_key"] == key, "id"])
+    """Keep only the actions about one user (by UPN / email), and the entities it needs.
+
+    Rows are picked with boolean Series, never lists: an empty list selects zero
+    *columns*, and the loader reads the columns of every frame, empty or not.
+    """
+    key = email_key_of(upn)
+    ids = set(users.loc[users["email_key"] == key, "id"]) if key else set()
 
     def about(frame: pd.DataFrame) -> pd.DataFrame:
-        by_email = name_key(frame["email"]) == key if "email" in frame else False
-        by_id = frame["user_id"].isin(ids) if "user_id" in frame else False
-        return frame[by_email | by_id].reset_index(drop=True)
+        keep = pd.Series(False, index=frame.index)
+        if "email" in frame and key:
+            keep |= email_key(frame["email"]) == key
+        if "user_id" in frame:
+            keep |= frame["user_id"].isin(ids)
+        return frame[keep].reset_index(drop=True)
 
     creates, updates = about(plan.creates), about(plan.updates)
     needed = set()
@@ -480,9 +598,12 @@ def _only_user(plan: Plan, upn: str, users: pd.DataFrame) -> Plan:
         for frame in (creates, updates):
             if field_name in frame:
                 needed |= {(table, k) for k in frame[field_name].dropna()}
-    entity_creates = plan.entity_creates[
-        [(t, k) in needed for t, k in zip(plan.entity_creates["table"], plan.entity_creates["key"], strict=True)]
-    ]
+    needs = pd.Series(
+        [(t, k) in needed for t, k in zip(plan.entity_creates["table"], plan.entity_creates["key"], strict=True)],
+        index=plan.entity_creates.index,
+        dtype=bool,
+    )
+    entity_creates = plan.entity_creates[needs]
     return Plan(
         entity_creates=entity_creates.reset_index(drop=True),
         creates=creates,
@@ -496,6 +617,5 @@ def _only_user(plan: Plan, upn: str, users: pd.DataFrame) -> Plan:
     )
 
 
-def _mentions(finding: dict[str, Any], key: str) -> bool:
-    email = finding.get("email")
-    return isinstance(email, str) and email.casefold() == key
+def _mentions(finding: dict[str, Any], key: str | None) -> bool:
+    return key is not None and email_key_of(finding.get("email")) == key

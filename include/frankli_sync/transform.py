@@ -11,6 +11,8 @@ trimmed, whitespace-only values turned into "cleared" (None), dates as ISO
 from __future__ import annotations
 
 import math
+import string
+import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -73,8 +75,83 @@ def iso_date(values: pd.Series) -> pd.Series:
 
 
 def name_key(values: pd.Series) -> pd.Series:
-    """The matching key of entity names and emails: trimmed, case-folded; None when cleared."""
+    """The matching key of entity names (sites, departments, roles): trimmed, case-folded; None when cleared.
+
+    Not for addresses: see `email_key`.
+    """
     return objects(((v.strip().casefold() or None) if isinstance(v, str) else None for v in values), values.index)
+
+
+# A-Z → a-z and nothing else: `casefold()` would also turn ß into "ss", and it and `lower()` the Kelvin sign into "k".
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def email_key_of(value: str | None) -> str | None:
+    """The matching key of one address (DESIGN §2): trimmed, NFC-normalised, A-Z lower-cased; None when blank.
+
+    Two addresses are the same address exactly when their keys are equal. There is no
+    Unicode case folding: ``Kristin.straße`` and ``kristin.strasse`` are different
+    addresses (whether they are dangerously alike is `email_fold_of`'s question).
+    """
+    if not isinstance(value, str):
+        return None
+    return unicodedata.normalize("NFC", value).strip().translate(_ASCII_LOWER) or None
+
+
+def email_key(values: pd.Series) -> pd.Series:
+    """`email_key_of` for each value (emails, UPNs); None when missing or blank. Keeps the index."""
+    return objects((email_key_of(v) for v in values), values.index)
+
+
+def email_fold_of(value: str | None) -> str | None:
+    """The look-alike key of an address: ``NFKC(casefold(NFKC(value.strip())))``; None when blank.
+
+    This is the fold under which two addresses that are not equal (`email_key_of`) can
+    still pass for each other: ß ~ ss, the Kelvin sign ~ k, ﬁ ~ fi, full-width letters ~
+    ASCII. (Unicode's NFKC_Casefold also drops default-ignorable characters; those are no
+    address characters and fail validation anyway.) On ASCII text it is plain
+    lower-casing, so two ASCII addresses never look alike without being equal. It does
+    not catch cross-script homoglyphs (Cyrillic U+0430 vs Latin a): no fold does.
+    """
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text.isascii():
+        return text.lower() or None
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()) or None
+
+
+def email_spelling_of(value: str | None) -> str | None:
+    """`email_key_of`, except that canonical singletons are kept as they are; None when blank.
+
+    NFC replaces a few characters by a different one (canonical singletons: the Kelvin
+    sign → K, the Ohm sign → Ω, the Ångström sign → Å, CJK compatibility ideographs), so
+    under `email_key_of` the Kelvin sign equals "k". DESIGN §2 says it does not: an
+    address spelt with one is only a look-alike of the plain one. Two addresses with the
+    same fold but different spellings are look-alikes; ordinary NFC composition (e + ◌́ →
+    é) still counts as the same spelling.
+    """
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text.isascii():
+        return text.translate(_ASCII_LOWER) or None
+    parts: list[str] = []
+    run: list[str] = []
+    for char in text:
+        if _is_canonical_singleton(char):
+            parts += [unicodedata.normalize("NFC", "".join(run)), char]
+            run = []
+        else:
+            run.append(char)
+    parts.append(unicodedata.normalize("NFC", "".join(run)))
+    return "".join(parts).translate(_ASCII_LOWER) or None
+
+
+def _is_canonical_singleton(char: str) -> bool:
+    # A canonical (untagged) decomposition to exactly one other code point.
+    decomposition = unicodedata.decomposition(char)
+    return bool(decomposition) and not decomposition.startswith("<") and " " not in decomposition
 
 
 def desired_users(
@@ -85,13 +162,13 @@ def desired_users(
 ) -> pd.DataFrame:
     """One row per staged Entra user: its Frankli field values and whether it is synced.
 
-    Columns: ``external_id``, ``upn_key`` (case-folded UPN, the adoption key),
+    Columns: ``external_id``, ``upn_key`` (the UPN's `email_key`, the adoption key),
     ``status_in_source``, then every field of `SYNCED_FIELDS` (``manager``
     holds the manager's object id).
     """
     out = pd.DataFrame(index=staged.index)
     out["external_id"] = clean_text(staged["object_id"])
-    out["upn_key"] = name_key(staged["user_principal_name"])
+    out["upn_key"] = email_key(staged["user_principal_name"])
     for field, rule in mapping.items():
         source = staged[rule.column]
         out[field] = iso_date(source) if field == "start_date" else clean_text(source)

@@ -16,6 +16,8 @@ files import this module while Airflow parses them.
 from __future__ import annotations
 
 import html
+import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from frankli_sync.entra import NUL, NUL_MARK, STAGED_COLUMNS
+from frankli_sync.transform import email_key
 
 DEFAULT_REQUIRED_FIELDS: tuple[str, ...] = ("user_principal_name", "mail", "given_name", "surname")
 DEFAULT_WARN_FIELDS: tuple[str, ...] = ("department", "manager_id")
@@ -35,9 +38,25 @@ WARNING = "warning"
 SUITE_NAME = "frankli_staged_users"
 DOCS_SITE_NAME = "frankli_validation"
 
-# Anything@anything.tld without whitespace. Deliberately loose: Entra has already accepted
-# the address, we only want to catch values that are clearly not an address at all.
-EMAIL_REGEX = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# An address (UPN or mail), as GX sees it: HTML-escaped (see `_escaped`), so the two atext
+# characters html.escape rewrites, & and ', arrive as "&amp;" and "&#x27;" and count as one
+# character each. Python `re` (GX's pandas engine): \w is Unicode letters, digits and "_".
+#   local part: a dot-atom of RFC 5322 atext (letters incl. Unicode, digits, !#$%&'*+/=?^_`{|}~-),
+#               no leading, trailing or double dot, at most 64 characters;
+#   domain:     dot-separated labels of letters (incl. Unicode, for IDN), digits and inner
+#               hyphens, ending in a TLD of 2+ letters or punycode xn--…;
+#   whole:      at most 254 characters. `is_address` applies it to a raw value.
+_ESCAPED_CHAR = r"&amp;|&#x27;"
+_ATEXT = rf"(?:[\w!#$%*+/=?^`{{|}}~-]|{_ESCAPED_CHAR})"
+_ATOM = rf"{_ATEXT}+"
+_LABEL = r"[^\W_](?:(?:[^\W_]|-)*[^\W_])?"
+_TLD = r"(?:[^\W\d_]{2,}|[xX][nN]--[a-zA-Z0-9]+(?:-[a-zA-Z0-9]+)*)"
+EMAIL_REGEX = (
+    rf"^(?=(?:{_ESCAPED_CHAR}|[^&@]){{1,64}}@)"  # local part length
+    rf"(?=(?:{_ESCAPED_CHAR}|[^&]){{1,254}}\Z)"  # whole length
+    rf"{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+{_TLD}\Z"
+)
+_EMAIL = re.compile(EMAIL_REGEX)
 
 # Helper columns added to the validated copy. Staged columns never start with "_".
 ROW = "_row"
@@ -160,7 +179,7 @@ def plan_checks(settings: ValidationSettings = DEFAULT_SETTINGS) -> list[Check]:
             "unique",
             _UPN_LOWER,
             "user_principal_name",
-            "Each user principal name (sign-in name) must be unique, ignoring upper/lower case.",
+            "Each user principal name (sign-in name) must be unique, ignoring the case of A-Z only.",
         ),
         Check(
             "upn_format",
@@ -168,7 +187,7 @@ def plan_checks(settings: ValidationSettings = DEFAULT_SETTINGS) -> list[Check]:
             "regex",
             "user_principal_name",
             "user_principal_name",
-            "The user principal name must look like an e-mail address.",
+            "The user principal name must be a valid e-mail address (RFC 5322 dot-atom @ domain).",
         ),
         Check(
             "mail_format",
@@ -176,7 +195,7 @@ def plan_checks(settings: ValidationSettings = DEFAULT_SETTINGS) -> list[Check]:
             "regex",
             "mail",
             "mail",
-            "The e-mail address must look like an e-mail address.",
+            "The e-mail address must be a valid e-mail address (RFC 5322 dot-atom @ domain).",
         ),
         Check(
             "upn_equals_mail",
@@ -184,7 +203,7 @@ def plan_checks(settings: ValidationSettings = DEFAULT_SETTINGS) -> list[Check]:
             "pair_equal",
             _UPN_LOWER,
             None,
-            "The e-mail address must be the same as the user principal name (ignoring case); "
+            "The e-mail address must be the same as the user principal name (ignoring the case of A-Z); "
             "guests and mismatched mailboxes are held back.",
             column_b=_MAIL_LOWER,
         ),
@@ -279,16 +298,30 @@ def prepare(users: pd.DataFrame, columns: Iterable[str], max_lengths: Mapping[st
     for column in columns:
         values = users[column].reset_index(drop=True)
         frame[column] = _strict_bool(values) if column == "account_enabled" else _clean_text(values)
+    for column in ("user_principal_name", "mail"):
+        # Addresses compare in NFC (DESIGN §2): a decomposed é is the same address, and a valid one.
+        frame[column] = frame[column].map(lambda v: unicodedata.normalize("NFC", v) if isinstance(v, str) else v)
     frame[ROW] = np.arange(len(frame), dtype="int64")
-    # GX's uniqueness and pair-equality checks are case-sensitive; UPNs and mail are not.
-    frame[_UPN_LOWER] = frame["user_principal_name"].str.lower()
-    frame[_MAIL_LOWER] = frame["mail"].str.lower()
+    # GX's uniqueness and pair-equality checks compare exactly; addresses are equal by their email key
+    # (A-Z lower-cased only: ß ≠ ss), the key the plan matches Frankli users by.
+    frame[_UPN_LOWER] = _as_text(email_key(frame["user_principal_name"]))
+    frame[_MAIL_LOWER] = _as_text(email_key(frame["mail"]))
     # Measured here, on the unescaped values: the copy GX sees is HTML-escaped ("&" -> "&amp;").
     for column, length in (max_lengths or {}).items():
         frame[_FITS + column] = pd.Series(
             [None if _is_missing(v) else _fits(str(v), length) for v in frame[column]], index=frame.index, dtype=object
         )
     return frame
+
+
+def is_address(value: str) -> bool:
+    """Whether `value` (trimmed, NFC) passes the ``upn_format`` / ``mail_format`` rule."""
+    return _EMAIL.search(html.escape(value)) is not None
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    # The str dtype of the other text columns (missing: NaN), so GX treats the helpers alike.
+    return values.astype("str")
 
 
 def _fits(text: str, max_length: int) -> bool:

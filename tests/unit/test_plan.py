@@ -625,7 +625,7 @@ def test_unresolvable_manager_gives_no_manager_and_is_reported(
     plan = plan_for(desired(*rows, scope=NO_GUESTS, quarantined=quarantined), FrankliState.empty())
     assert only(plan.creates)["manager"] is None
     assert plan.findings["manager_problems"] == [
-        {"external_id": "o1", "email": "ann@x.com", "manager_id": "m1", "reason": reason}
+        {"external_id": "o1", "email": "ann@x.com", "manager_id": "m1", "reason": reason, "outcome": "no manager"}
     ]
 
 
@@ -808,3 +808,276 @@ def test_empty_plan_on_empty_inputs() -> None:
         "manager_cycles": [],
         "archived_in_frankli": [],
     }
+
+
+# --- issue 10, defect 2: a manager missing from the snapshot never clears a manager ---------------
+
+
+def test_defect2_manager_absent_from_snapshot_is_kept() -> None:
+    # The read missed m1 (a listing that ended early): o1's own record still names m1 as its manager.
+    state = frankli_state(
+        frankli_user(1, "o1", "ann@x.com", manager_id=2, city="Paris"), frankli_user(2, "m1", "boss@x.com")
+    )
+    plan = plan_for(desired(entra("o1", "ann@x.com", manager_id="m1", city="Leeds")), state)
+    update = only(plan.updates)
+    assert update["changes"] == {"city": ["Paris", "Leeds"]}, "no change entry for the manager"
+    assert update["manager"] == "m1", "the update carries the manager o1 already has"
+    assert applied(state, plan).users.set_index("id").loc[1, "manager_id"] == 2
+    assert plan.findings["manager_problems"] == [
+        {
+            "external_id": "o1",
+            "email": "ann@x.com",
+            "manager_id": "m1",
+            "reason": "not_in_source",
+            "outcome": "manager left unchanged",
+        }
+    ]
+
+
+def test_defect2_manager_absent_from_snapshot_is_no_update_at_all() -> None:
+    state = frankli_state(frankli_user(1, "o1", "ann@x.com", manager_id=2), frankli_user(2, "m1", "boss@x.com"))
+    plan = plan_for(desired(entra("o1", "ann@x.com", manager_id="m1")), state)
+    assert plan.updates.empty
+    assert [p["outcome"] for p in plan.findings["manager_problems"]] == ["manager left unchanged"]
+
+
+@pytest.mark.parametrize("current", [None, 3], ids=["no-manager-now", "another-manager-now"])
+def test_defect2_absent_manager_leaves_whatever_frankli_has(current: int | None) -> None:
+    # Entra moved o1 to m9, which this snapshot lacks: nothing proves the move, so Frankli keeps its value.
+    state = frankli_state(frankli_user(1, "o1", "ann@x.com", manager_id=current), frankli_user(3, "o3", "cy@x.com"))
+    wanted = desired(entra("o1", "ann@x.com", manager_id="m9"), entra("o3", "cy@x.com"))
+    plan = plan_for(wanted, state)
+    assert plan.updates.empty
+    assert plan.findings["manager_problems"][0]["reason"] == "not_in_source"
+    assert_nothing_to_do(plan_for(wanted, applied(state, plan), previous=wanted))
+
+
+def test_defect2_kept_manager_may_be_a_frankli_user_the_sync_does_not_manage() -> None:
+    # An admin set an unmanaged manager (user 9) in Frankli; Entra's m1 is missing from the snapshot.
+    state = frankli_state(
+        frankli_user(1, "o1", "ann@x.com", manager_id=9, city="Paris"), frankli_user(9, None, "hr@x.com")
+    )
+    plan = plan_for(desired(entra("o1", "ann@x.com", manager_id="m1", city="Leeds")), state)
+    update = only(plan.updates)
+    assert update["changes"] == {"city": ["Paris", "Leeds"]}, "the manager is not among the changes to write"
+    assert plan.findings["manager_problems"][0]["outcome"] == "manager left unchanged"
+
+
+def test_defect2_new_user_with_absent_manager_gets_no_manager_and_is_reported() -> None:
+    plan = plan_for(desired(entra("o1", "ann@x.com", manager_id="m9")), FrankliState.empty())
+    assert only(plan.creates)["manager"] is None
+    (problem,) = plan.findings["manager_problems"]
+    assert (problem["reason"], problem["outcome"]) == ("not_in_source", "no manager")
+
+
+def test_defect2_manager_removed_in_entra_is_still_cleared() -> None:
+    # The user's own record says "no manager": that is evidence, so the manager is cleared.
+    state = frankli_state(frankli_user(1, "o1", "ann@x.com", manager_id=2), frankli_user(2, "m1", "boss@x.com"))
+    plan = plan_for(desired(entra("o1", "ann@x.com", manager_id=None), entra("m1", "boss@x.com")), state)
+    update = only(plan.updates)
+    assert (update["manager"], update["changes"]) == (None, {"manager": ["m1", None]})
+    assert plan.findings["manager_problems"] == []
+
+
+@pytest.mark.parametrize(
+    ("manager_row", "quarantined", "reason"),
+    [
+        pytest.param(entra("m1", "boss@x.com", user_type="Guest"), (), "out_of_scope", id="out-of-scope"),
+        pytest.param(entra("m1", "boss@x.com", account_enabled=False), (), "disabled", id="disabled"),
+        pytest.param(entra("m1", "boss@x.com"), ("m1",), "quarantined", id="quarantined"),
+    ],
+)
+def test_defect2_manager_in_snapshot_but_unusable_is_still_cleared(
+    manager_row: dict[str, Any], quarantined: tuple[str, ...], reason: str
+) -> None:
+    state = frankli_state(frankli_user(1, "o1", "ann@x.com", manager_id=2), frankli_user(2, "m1", "boss@x.com"))
+    wanted = desired(entra("o1", "ann@x.com", manager_id="m1"), manager_row, scope=NO_GUESTS, quarantined=quarantined)
+    plan = plan_for(wanted, state)
+    update = only(plan.updates)
+    assert (update["user_id"], update["manager"]) == (1, None)
+    (problem,) = plan.findings["manager_problems"]
+    assert (problem["reason"], problem["outcome"]) == (reason, "no manager")
+
+
+def test_defect2_manager_archived_by_admin_is_still_cleared() -> None:
+    state = frankli_state(
+        frankli_user(1, "o1", "ann@x.com", manager_id=2),
+        frankli_user(2, "m1", "boss@x.com", status="archived", archived_by="frankli"),
+    )
+    plan = plan_for(desired(entra("o1", "ann@x.com", manager_id="m1"), entra("m1", "boss@x.com")), state)
+    assert only(plan.updates)["manager"] is None
+    assert plan.findings["manager_problems"][0]["reason"] == "archived_in_frankli"
+
+
+def test_defect2_kept_manager_still_takes_part_in_cycle_breaking() -> None:
+    # o1 keeps o2 (its Entra manager m9 is missing) while o2 reports to o1 in Entra: never load a cycle.
+    state = frankli_state(frankli_user(1, "o1", "a@x.com", manager_id=2), frankli_user(2, "o2", "b@x.com"))
+    wanted = desired(entra("o1", "a@x.com", manager_id="m9"), entra("o2", "b@x.com", manager_id="o1"))
+    plan = plan_for(wanted, state)
+    assert plan.findings["manager_cycles"] == [{"members": [("o1", "a@x.com"), ("o2", "b@x.com")]}]
+    loaded = applied(state, plan).users.set_index("id")["manager_id"].to_dict()
+    assert None in loaded.values(), loaded
+
+
+# --- issue 10, defect 6: emails are equal by NFC + A-Z lower-casing; look-alikes are quarantined ---
+
+KELVIN = "\u212a"  # KELVIN SIGN: looks like K, folds to k
+
+
+def test_defect6_kelvin_eszett_upn_does_not_adopt_strasse() -> None:
+    state = frankli_state(frankli_user(5, None, "kristin.strasse@x.com", first_name="Kristin", last_name="Strasse"))
+    upn = f"{KELVIN}ristin.straße@x.com"
+    plan = plan_for(desired(entra("o1", upn, given_name="Kris", surname="Straße")), state)
+    assert plan.links.empty, "a look-alike address must never adopt a Frankli user"
+    assert plan.creates.empty
+    assert plan.updates.empty
+    conflict = only(plan.conflicts)
+    assert conflict["external_id"] == "o1"
+    assert conflict["reason"] == (
+        f"email_lookalike: {upn} looks like Frankli user kristin.strasse@x.com under Unicode folding; "
+        "fix the UPN in Entra or the email in Frankli"
+    )
+    assert 5 not in touched_user_ids(plan)
+
+
+def test_defect6_kelvin_sign_alone_does_not_adopt() -> None:
+    # NFC turns the Kelvin sign into K, so the email keys are equal; DESIGN §2 still says Kelvin sign ≠ k.
+    state = frankli_state(frankli_user(5, None, "kristin@x.com"))
+    plan = plan_for(desired(entra("o1", f"{KELVIN}ristin@x.com")), state)
+    assert plan.links.empty
+    assert plan.creates.empty
+    assert only(plan.conflicts)["reason"].startswith("email_lookalike:")
+
+
+def test_defect6_eszett_is_not_ss() -> None:
+    # Different addresses: no adoption, no email_in_use; the non-ASCII one is a look-alike.
+    state = frankli_state(frankli_user(5, None, "strasse@x.com"), frankli_user(1, "o1", "ann@x.com"))
+    plan = plan_for(desired(entra("o1", "straße@x.com")), state)
+    conflict = only(plan.conflicts)
+    assert conflict["reason"].startswith("email_lookalike: straße@x.com looks like Frankli user strasse@x.com")
+    assert plan.updates.empty
+    assert plan.archives.empty, "the user exists in Entra: kept, not archived"
+
+
+def test_defect6_same_address_in_nfc_and_ascii_case_is_adopted() -> None:
+    state = frankli_state(frankli_user(5, None, "José.Díaz@X.com"))
+    plan = plan_for(desired(entra("o1", "jose\u0301.di\u0301az@x.com")), state)  # decomposed accents
+    assert (only(plan.links)["user_id"], only(plan.links)["kind"]) == (5, "adopt")
+    assert plan.conflicts.empty
+
+
+def test_defect6_non_ascii_capitals_are_not_lowercased() -> None:
+    # A-Z only: "É" and "é" differ, so this is no adoption, and the pair is a look-alike.
+    state = frankli_state(frankli_user(5, None, "émile@x.com"))
+    plan = plan_for(desired(entra("o1", "ÉMILE@x.com")), state)
+    assert plan.links.empty
+    assert only(plan.conflicts)["reason"].startswith("email_lookalike:")
+
+
+def test_defect6_two_new_lookalike_users_hold_back_the_non_ascii_one() -> None:
+    plan = plan_for(desired(entra("o1", "strasse@x.com"), entra("o2", "straße@x.com")), FrankliState.empty())
+    assert list(plan.creates["external_id"]) == ["o1"]
+    conflict = only(plan.conflicts)
+    assert conflict["external_id"] == "o2"
+    assert "looks like Entra user strasse@x.com (o1)" in conflict["reason"]
+
+
+def test_defect6_ascii_address_beside_a_non_ascii_frankli_user_is_created() -> None:
+    # Not the same address and not itself the look-alike: created (the Frankli one is the odd one out).
+    state = frankli_state(frankli_user(5, None, "straße@x.com"))
+    plan = plan_for(desired(entra("o1", "strasse@x.com")), state)
+    assert only(plan.creates)["external_id"] == "o1"
+    assert plan.links.empty
+    assert plan.conflicts.empty
+
+
+def test_defect6_email_change_to_a_lookalike_is_quarantined() -> None:
+    state = frankli_state(frankli_user(1, "o1", "kris@x.com"), frankli_user(5, None, "kristin.strasse@x.com"))
+    plan = plan_for(desired(entra("o1", "kristin.straße@x.com", city="Leeds")), state)
+    assert only(plan.conflicts)["external_id"] == "o1"
+    assert plan.updates.empty
+    assert plan.archives.empty
+
+
+def test_defect6_synced_user_with_unchanged_lookalike_email_is_left_alone() -> None:
+    # Only new addresses are checked: an existing pair is no reason to stop syncing a user.
+    state = frankli_state(frankli_user(1, "o1", "straße@x.com", city="Paris"), frankli_user(5, None, "strasse@x.com"))
+    plan = plan_for(desired(entra("o1", "straße@x.com", city="Leeds")), state)
+    assert plan.conflicts.empty
+    assert only(plan.updates)["changes"] == {"city": ["Paris", "Leeds"]}
+
+
+def test_defect6_rehire_by_lookalike_is_quarantined() -> None:
+    state = frankli_state(frankli_user(3, "gone-id", "kristin@x.com"))
+    plan = plan_for(desired(entra("new-id", f"{KELVIN}ristin@x.com")), state)
+    assert plan.links.empty
+    assert only(plan.conflicts)["external_id"] == "new-id"
+
+
+def test_defect6_only_user_matches_by_email_key_not_casefold() -> None:
+    wanted = desired(entra("o1", "straße@x.com"), entra("o2", "ann@x.com"))
+    assert plan_for(wanted, FrankliState.empty(), only_user="STRASSE@x.com").counts() == EMPTY_COUNTS
+    plan = plan_for(wanted, FrankliState.empty(), only_user=" STRAßE@X.com ")
+    assert list(plan.creates["external_id"]) == ["o1"]
+
+
+def test_defect6_only_user_keeps_findings_by_email_key() -> None:
+    wanted = desired(entra("o1", "straße@x.com", manager_id="m1"), entra("o2", "strasse@x.com", manager_id="m2"))
+    plan = plan_for(wanted, FrankliState.empty(), only_user="strasse@x.com")
+    assert [p["external_id"] for p in plan.findings["manager_problems"]] == ["o2"]
+
+
+# --- issue 10, defect 9: only_user and empty frames keep their columns ---------------------------
+
+PLAN_COLUMNS = {
+    "entity_creates": ["table", "key", "name"],
+    "links": ["user_id", "external_id", "old_external_id", "email", "kind"],
+    "restores": ["user_id", "external_id", "email", "status"],
+    "archives": ["user_id", "external_id", "email", "status", "reason"],
+    "conflicts": ["external_id", "email", "reason"],
+}
+
+
+def assert_plan_columns(plan: Plan) -> None:
+    for name, columns in PLAN_COLUMNS.items():
+        assert list(getattr(plan, name).columns) == columns, name
+    assert {"external_id", "email", "manager", "status", *ENTITY_FIELDS} <= set(plan.creates.columns)
+    assert ["user_id", "external_id", *plan.always_fields, "changes"] == list(plan.updates.columns)
+
+
+def test_defect9_only_user_without_entity_creates() -> None:
+    # Nobody needs a new site, department or role: the full plan's entity_creates is empty.
+    state = frankli_state(
+        frankli_user(1, "o1", "ann@x.com", role_id=7),
+        frankli_user(2, "o2", "bob@x.com"),
+        roles=[entity(7, "Dev"), entity(8, "Lead")],
+    )
+    wanted = desired(entra("o1", "ann@x.com", job_title="Lead"), entra("o2", "bob@x.com", job_title="Dev"))
+    assert plan_for(wanted, state).entity_creates.empty
+    plan = plan_for(wanted, state, only_user="ann@x.com")
+    assert plan.entity_creates.empty
+    assert list(plan.entity_creates.columns) == ["table", "key", "name"], "an empty list picked zero columns"
+    assert only(plan.updates)["changes"] == {"role": ["dev", "lead"]}
+    assert_plan_columns(plan)
+
+
+def test_defect9_only_user_keeps_only_the_entities_it_needs() -> None:
+    state = frankli_state(frankli_user(1, "o1", "ann@x.com", role_id=7), roles=[entity(7, "Dev"), entity(8, "Lead")])
+    wanted = desired(entra("o1", "ann@x.com", job_title="Lead"), entra("o2", "bob@x.com", job_title="Brand new"))
+    plan = plan_for(wanted, state, only_user="ann@x.com")
+    assert plan.entity_creates.empty
+    assert_plan_columns(plan)
+
+
+def test_defect9_only_user_with_nothing_to_create_at_all() -> None:
+    state = frankli_state(frankli_user(1, "o1", "ann@x.com", city="Paris"))
+    plan = plan_for(desired(entra("o1", "ann@x.com", city="Leeds")), state, only_user="ann@x.com")
+    assert only(plan.updates)["city"] == "Leeds"
+    assert_plan_columns(plan)
+
+
+@pytest.mark.parametrize("only_user", [None, "nobody@x.com"])
+def test_defect9_every_plan_frame_keeps_its_columns_when_empty(only_user: str | None) -> None:
+    plan = plan_for(desired(entra("o1", "ann@x.com")).iloc[0:0], FrankliState.empty(), only_user=only_user)
+    assert_nothing_to_do(plan)
+    assert_plan_columns(plan)

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from entra_rows import entra, staged
+from frankli_sync import transform
 from frankli_sync.config import DEFAULT_MAPPING, FieldMapping, ScopeSettings
 from frankli_sync.transform import (
     ACTIVE,
@@ -257,3 +258,63 @@ def test_start_date_mapped_from_a_text_attribute_is_still_an_iso_date() -> None:
     mapping = {**MAPPING, "start_date": FieldMapping(source="state", on="always")}
     user = one(desired(entra("o1", "ann@x.com", state="2019-12-31T00:00:00Z"), mapping=mapping))
     assert user["start_date"] == "2019-12-31"
+
+
+# --- issue 10, defect 6: address keys ------------------------------------------------------------
+
+KELVIN = "\u212a"  # KELVIN SIGN
+
+
+def test_defect6_upn_key_lowercases_a_to_z_only() -> None:
+    # casefold() made this "kristin.strasse@contoso.example" and adopted the wrong person.
+    user = one(desired(entra("o1", f" {KELVIN}ristin.Straße@Contoso.Example ")))
+    assert user["upn_key"] == "kristin.straße@contoso.example"
+    assert one(desired(entra("o1", "ÉMILE@x.com")))["upn_key"] == "Émile@x.com"
+
+
+def test_defect6_email_key_is_trimmed_nfc_and_ascii_lowercased() -> None:
+    values = pd.Series(
+        [" Ann@X.com ", "jose\u0301@x.com", "STRAßE@x.com", "ÉMILE@x.com", "  ", None], index=list("abcdef")
+    )
+    result = transform.email_key(values)
+    assert result.to_dict() == {
+        "a": "ann@x.com",
+        "b": "jos\u00e9@x.com",  # composed
+        "c": "straße@x.com",  # ß stays ß
+        "d": "Émile@x.com",  # only A-Z are lower-cased
+        "e": None,
+        "f": None,
+    }
+    assert result.dtype == object
+
+
+@pytest.mark.parametrize(
+    ("left", "right", "same"),
+    [
+        ("Ann@X.com", "ann@x.com", True),
+        ("josé@x.com", "jose\u0301@x.com", True),
+        ("straße@x.com", "strasse@x.com", False),
+        ("émile@x.com", "ÉMILE@x.com", False),
+        ("ﬁnn@x.com", "finn@x.com", False),
+    ],
+)
+def test_defect6_email_key_of_equality(left: str, right: str, same: bool) -> None:
+    assert (transform.email_key_of(left) == transform.email_key_of(right)) is same
+
+
+def test_defect6_email_key_of_blank_and_missing_is_none() -> None:
+    assert transform.email_key_of("   ") is None
+    assert transform.email_key_of(None) is None
+
+
+def test_defect6_fold_makes_lookalikes_equal_and_spelling_tells_them_apart() -> None:
+    kelvin = f"{KELVIN}ristin.straße@x.com"
+    assert (
+        transform.email_fold_of(kelvin) == transform.email_fold_of("kristin.strasse@x.com") == "kristin.strasse@x.com"
+    )
+    assert transform.email_fold_of("\uff21\uff2e\uff2e@x.com") == transform.email_fold_of("ann@x.com")  # full-width ANN
+    # NFC maps the Kelvin sign to K (a canonical singleton); the spelling keeps it, composition still applies.
+    assert transform.email_key_of(f"{KELVIN}ristin@x.com") == "kristin@x.com"
+    assert transform.email_spelling_of(f"{KELVIN}ristin@x.com") != transform.email_spelling_of("kristin@x.com")
+    assert transform.email_spelling_of("Jose\u0301@x.com") == transform.email_spelling_of("josé@x.com")
+    assert transform.email_fold_of("  ") is None and transform.email_spelling_of(None) is None

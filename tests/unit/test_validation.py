@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 from entra_rows import entra
+from frankli_sync import validation
 from frankli_sync.config import DEFAULT_MAPPING, FieldMapping
 from frankli_sync.entra import STAGED_COLUMNS
 from frankli_sync.sinks.schema import frankli_field_lengths
@@ -391,3 +393,101 @@ def test_frankli_field_lengths_smallest_limit_wins_for_a_shared_column() -> None
     lengths = frankli_field_lengths(mapping)
     assert lengths["city"] == 64
     assert "postal_code" not in lengths and "office_location" not in lengths
+
+
+# --- issue 10, defect 6: UPN and mail are validated as addresses, compared by email key --------
+
+KELVIN = "\u212a"  # KELVIN SIGN
+VALID_ADDRESSES = {
+    "plain": "ann.lee@contoso.example",
+    "apostrophe": "o'brien@contoso.example",  # HTML-escaped to &#x27; before GX sees it
+    "ampersand": "r&d@contoso.example",
+    "atext_specials": "a!#$%*+/=?^_`{|}~-z@contoso.example",
+    "guest": "jane_gmail.com#EXT#@contoso.example",
+    "unicode_local": f"{KELVIN}ristin.straße@contoso.example",
+    "idn_domain": "jürgen@bücher.example",
+    "punycode_tld": "ann@xn--bcher-kva.xn--p1ai",
+    "hyphenated_labels": "ann@mail-1.contoso-eu.example",
+    "local_64": f"{'a' * 64}@contoso.example",
+    "whole_254": f"a@{'b' * 63}.{'c' * 63}.{'d' * 63}.{'e' * 52}.example",
+    "decomposed_accent": "jose\u0301@contoso.example",  # NFC first: é
+}
+INVALID_ADDRESSES = {
+    "script_tag": "<script>alert(9)</script>@contoso.example",
+    "no_at": "not-an-address",
+    "no_tld": "bm@contoso",
+    "leading_dot": ".ann@contoso.example",
+    "trailing_dot": "ann.@contoso.example",
+    "double_dot": "ann..lee@contoso.example",
+    "local_65": f"{'a' * 65}@contoso.example",
+    "whole_255": f"a@{'b' * 63}.{'c' * 63}.{'d' * 63}.{'e' * 53}.example",
+    "space": "ann lee@contoso.example",
+    "quote": 'ann"lee@contoso.example',
+    "semicolon": "ann;lee@contoso.example",
+    "parentheses": "ann(lee)@contoso.example",
+    "two_ats": "ann@lee@contoso.example",
+    "label_leading_hyphen": "ann@-contoso.example",
+    "label_trailing_hyphen": "ann@contoso-.example",
+    "underscore_in_domain": "ann@con_toso.example",
+    "empty_label": "ann@contoso..example",
+    "one_letter_tld": "ann@contoso.e",
+    "digit_tld": "ann@contoso.123",
+    "trailing_dot_domain": "ann@contoso.example.",
+    "entity_typed_in": "ann&amp;lee@contoso.example",  # a real "&amp;" has a ";": not atext
+}
+
+
+assert len(VALID_ADDRESSES["whole_254"]) == 254 and len(INVALID_ADDRESSES["whole_255"]) == 255
+
+
+@pytest.fixture(scope="module")
+def address_outcome() -> ValidationOutcome:
+    rows = {**VALID_ADDRESSES, **INVALID_ADDRESSES}
+    frame = pd.DataFrame([user(f"id-{label}", address) for label, address in rows.items()], index=list(rows))
+    return validate_users(frame)
+
+
+def test_defect6_script_tag_upn_is_quarantined(address_outcome: ValidationOutcome) -> None:
+    reasons = reasons_by_label(address_outcome.quarantined)["script_tag"]
+    script = INVALID_ADDRESSES["script_tag"]
+    assert reasons == [("upn_format", script), ("mail_format", script)]
+
+
+@pytest.mark.parametrize("label", sorted(INVALID_ADDRESSES))
+def test_defect6_invalid_addresses_fail_upn_and_mail_format(address_outcome: ValidationOutcome, label: str) -> None:
+    expectations = [name for name, _ in reasons_by_label(address_outcome.quarantined).get(label, [])]
+    assert {"upn_format", "mail_format"} <= set(expectations), (label, INVALID_ADDRESSES[label])
+
+
+@pytest.mark.parametrize("label", sorted(VALID_ADDRESSES))
+def test_defect6_valid_addresses_pass(address_outcome: ValidationOutcome, label: str) -> None:
+    assert label not in address_outcome.quarantined.index, address_outcome.quarantined.loc[[label], "reasons"].tolist()
+
+
+def test_defect6_is_address_agrees_with_the_gx_rule() -> None:
+    for address in VALID_ADDRESSES.values():
+        assert validation.is_address(unicodedata.normalize("NFC", address)), address
+    for address in INVALID_ADDRESSES.values():
+        assert not validation.is_address(address), address
+
+
+def test_defect6_unique_upn_and_upn_equals_mail_use_the_email_key() -> None:
+    rows = {
+        # ß ≠ ss and the Kelvin sign is no case variant: two different UPNs.
+        "kelvin_eszett": user("id-1", f"{KELVIN}ristin.straße@contoso.example"),
+        "strasse": user("id-2", "kristin.strasse@contoso.example"),
+        # Only A-Z fold: É and é are different addresses...
+        "emile_upper": user("id-3", "ÉMILE@contoso.example"),
+        "emile_lower": user("id-4", "émile@contoso.example"),
+        # ... while NFC-equal spellings are the same address, whatever the A-Z case.
+        "jose_composed": user("id-5", "José@contoso.example"),
+        "jose_decomposed": user("id-6", "jose\u0301@contoso.example"),
+        "mail_in_nfd": user("id-7", "zoë@contoso.example", mail="Zoe\u0308@contoso.example"),
+        "mail_upper_non_ascii": user("id-8", "öz@contoso.example", mail="ÖZ@contoso.example"),
+    }
+    outcome = validate_users(pd.DataFrame(list(rows.values()), index=list(rows)))
+    assert reasons_by_label(outcome.quarantined) == {
+        "jose_composed": [("unique_upn", "José@contoso.example")],
+        "jose_decomposed": [("unique_upn", "josé@contoso.example")],
+        "mail_upper_non_ascii": [("upn_equals_mail", "UPN öz@contoso.example ≠ mail ÖZ@contoso.example")],
+    }
