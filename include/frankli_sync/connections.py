@@ -6,12 +6,24 @@ import os
 from pathlib import Path
 
 from sqlalchemy import URL, Engine, create_engine, event
+from sqlalchemy.exc import ArgumentError
+
+from frankli_sync.errors import SyncStopped
 
 STAGING_FILE = "frankli_sync_staging.db"
+# What a database connection may hold, for messages that say what to set.
+ACCEPTED_FORMS = (
+    "extra.sqlalchemy_url holding a SQLAlchemy URL (any conn type), a postgres connection (host, port, login, "
+    "password, schema = database) or a sqlite connection (host = the database file)"
+)
+FIX_NEXT = "Retrying cannot fix this, so the task fails without retries; fix the connection, then clear the task."
 
 
-class ConnectionSettingError(ValueError):
-    """An Airflow connection cannot be turned into a database URL; the message names the connection."""
+class ConnectionSettingError(ValueError, SyncStopped):
+    """An Airflow connection is missing or cannot be turned into a database URL; the message names it.
+
+    A `SyncStopped`: a task retry minutes later finds the same connection, so the task fails at once.
+    """
 
 
 def sqlalchemy_url(conn_id: str) -> str | URL:
@@ -22,8 +34,17 @@ def sqlalchemy_url(conn_id: str) -> str | URL:
     and a ``sqlite`` connection (host = file path).
     """
     from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
-    connection = BaseHook.get_connection(conn_id)
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException as error:
+        raise ConnectionSettingError(
+            f"Airflow connection {conn_id!r} (target.conn_id or staging_conn_id in the tenant config) does not "
+            f"exist. Add it with {ACCEPTED_FORMS}: as the environment variable AIRFLOW_CONN_{conn_id.upper()} "
+            '(JSON, e.g. {"conn_type": "generic", "extra": {"sqlalchemy_url": "postgresql+psycopg://..."}}) '
+            f"or in the Airflow UI under Admin > Connections. {FIX_NEXT}"
+        ) from error
     extra = connection.extra_dejson
     if extra.get("sqlalchemy_url"):
         return str(extra["sqlalchemy_url"])
@@ -40,7 +61,7 @@ def sqlalchemy_url(conn_id: str) -> str | URL:
         return f"sqlite:///{connection.host}"
     raise ConnectionSettingError(
         f"connection {conn_id!r} (type {connection.conn_type!r}) has no extra.sqlalchemy_url and is not "
-        "a postgres or sqlite connection"
+        f"a postgres or sqlite connection: set {ACCEPTED_FORMS}. {FIX_NEXT}"
     )
 
 
@@ -64,7 +85,15 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def engine_for(conn_id: str) -> Engine:
-    return make_engine(sqlalchemy_url(conn_id))
+    url = sqlalchemy_url(conn_id)
+    try:
+        return make_engine(url)
+    except ArgumentError as error:  # a malformed URL or an unknown dialect/driver: the connection is wrong
+        # `from None` and no URL in the text: SQLAlchemy's message quotes the URL, password included.
+        raise ConnectionSettingError(
+            f"connection {conn_id!r} holds a database URL SQLAlchemy cannot use ({type(error).__name__}: a "
+            f"malformed URL or an unknown dialect or driver): set {ACCEPTED_FORMS}. {FIX_NEXT}"
+        ) from None
 
 
 def staging_engine(conn_id: str | None) -> Engine:

@@ -232,3 +232,17 @@ def test_failed_extraction_resumes_where_it_stopped_without_duplicates(make_tena
     tenant.run(conf={"full_sync": True})
     assert resumed == _staged(tenant), "the resumed snapshot differs from a clean read"
     assert len(resumed) == len(tenant.directory.users_sorted())
+
+
+@pytest.mark.timeout(300)  # honouring Graph's Retry-After would sleep 10 minutes
+def test_retry_after_past_the_configured_cap_fails_the_run_at_the_extract_without_sleeping(make_tenant) -> None:
+    # Issue 10 defect 5 end to end: source.max_retry_after_seconds reaches the Graph client through the DAG.
+    tenant = make_tenant(
+        users=300, seed=49, source={"kind": "graph", "conn_id": "msgraph_acme", "max_retry_after_seconds": 60}
+    )
+    tenant.emulator.faults = FaultPlan(rules=(FaultRule(path_prefix="/v1.0/users", status=429, retry_after=600),))
+    tenant.run(expect="failed")
+    user_requests = [path for path in tenant.emulator.requests if path.startswith("/v1.0/users")]
+    assert len(user_requests) == 1, f"the throttled request was retried: {user_requests}"
+    assert tenant.users() == {}
+    assert tenant.report()["incomplete_tasks"][0] == "extract"
