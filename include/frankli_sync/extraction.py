@@ -1,4 +1,4 @@
-"""Extraction: a source → this run's complete staging snapshot.
+"""Extraction: a source → this run's complete staging snapshot, with evidence that it is complete.
 
 Graph: a full read goes through ``/users/delta`` from scratch (every user,
 999 per page, managers included) and ends with a delta link. The next run,
@@ -7,8 +7,18 @@ only the changes behind that link, so the staged snapshot is always the full
 current state. A stale link (HTTP 410) falls back to a full read. Each page is
 applied in its own transaction with the link of the next page, so a task
 retried after a failure resumes where it stopped, replaying at most one page
-(pages upsert by object id: nothing is duplicated or lost). Only a read that
-reached its end is marked complete.
+(pages upsert by object id: nothing is duplicated or lost).
+
+Only a read proven complete is marked complete (DESIGN §2 "Evidence, not
+counts"): the users staged must match the size Graph reports
+(``GET /users/$count``) within the tenant's tolerance. A full read that falls
+short fails the extract: the snapshot stays incomplete (no later task can use
+it) and the delta link is not advanced. A delta snapshot that disagrees with
+the count is read again in full. A CSV export is complete when every record
+parsed against its header (`sources.csv_export` checks the whole file first).
+
+Extracts of one tenant hold its extraction lock, so two runs (a backfill)
+never read from the same delta link at once.
 """
 
 from __future__ import annotations
@@ -23,52 +33,120 @@ from frankli_sync.staging import Staging
 
 log = logging.getLogger(__name__)
 
+GRAPH_COUNT = "graph_count"
+CSV_PARSE = "csv_parse"
+
+
+class IncompleteRead(RuntimeError):
+    """The source delivered fewer users than it reports: nothing read may be used."""
+
 
 def extract_users(staging: Staging, tenant: TenantConfig, run_id: str, full_sync: bool = False) -> dict[str, Any]:
-    """Stage the tenant's users for this run; returns a summary (mode, users, pages, removed)."""
-    if tenant.source.kind == "csv":
-        from frankli_sync.sources.csv_export import read_csv_pages
+    """Stage the tenant's users for this run; returns a summary (mode, users, pages, removed, evidence)."""
+    with staging.extract_lock(tenant.name):
+        if tenant.source.kind == "csv":
+            return _extract_csv(staging, tenant, run_id)
+        return asyncio.run(_extract_graph(staging, tenant, run_id, full_sync))
 
-        staging.begin_snapshot(tenant.name, run_id, "csv")
-        pages = 0
-        for rows in read_csv_pages(tenant.source.path or ""):
-            staging.apply_page(tenant.name, run_id, rows, {}, next_link=None)
-            pages += 1
-        return _complete(staging, tenant, run_id, {"mode": "full", "pages": pages})
-    return asyncio.run(_extract_graph(staging, tenant, run_id, full_sync))
+
+def source_identity(tenant: TenantConfig) -> str:
+    """What the tenant reads: the Entra tenant id of its Graph connection, or ``csv:<tenant>``.
+
+    A Frankli organisation records the identity of its one source (DESIGN §2 Ownership).
+    """
+    if tenant.source.kind == "csv":
+        return f"csv:{tenant.name}"
+    from airflow.sdk import BaseHook
+
+    extra = BaseHook.get_connection(tenant.source.conn_id or "").extra_dejson
+    entra_tenant = str(extra.get("tenant_id") or extra.get("tenantId") or "").strip().lower()
+    return entra_tenant or f"msgraph:{tenant.source.conn_id}"
+
+
+def _extract_csv(staging: Staging, tenant: TenantConfig, run_id: str) -> dict[str, Any]:
+    from frankli_sync.sources.csv_export import read_csv_pages
+
+    staging.begin_snapshot(tenant.name, run_id, "csv")
+    pages = records = 0
+    # read_csv_pages checks the whole file before it yields the first page.
+    for rows in read_csv_pages(tenant.source.path or ""):
+        staging.apply_page(tenant.name, run_id, rows, {}, next_link=None)
+        pages += 1
+        records += len(rows)
+    summary = {"mode": "full", "pages": pages}
+    return _complete(staging, tenant, run_id, summary, completeness=CSV_PARSE, reported=records)
 
 
 async def _extract_graph(staging: Staging, tenant: TenantConfig, run_id: str, full_sync: bool) -> dict[str, Any]:
-    from frankli_sync.sources.graph import DeltaTokenExpired, GraphClient, iter_group_member_ids
+    from frankli_sync.sources.graph import DeltaTokenExpired, GraphClient, RetryPolicy
 
-    client = GraphClient(tenant.source.conn_id or "")
+    retry = RetryPolicy(
+        max_retry_after=float(tenant.source.max_retry_after_seconds),
+        max_total_wait=float(tenant.source.max_retry_seconds),
+    )
+    client = GraphClient(tenant.source.conn_id or "", retry=retry)
     try:
         start, mode = _starting_point(staging, tenant, run_id, full_sync)
         try:
             delta_link = await _read_pages(staging, tenant, run_id, client, start)
         except DeltaTokenExpired as expired:
             log.warning("%s; reading every user again", expired)
-            staging.begin_snapshot(tenant.name, run_id, "graph")
             mode = "full (delta token expired)"
-            delta_link = await _read_pages(staging, tenant, run_id, client, None)
-        for group_id in tenant.scope.groups:
-            batch: list[str] = []
-            async for member in iter_group_member_ids(client, group_id, tenant.source.page_size):
-                batch.append(member)
-                if len(batch) >= 5000:
-                    staging.add_scope_members(tenant.name, run_id, batch)
-                    batch = []
-            staging.add_scope_members(tenant.name, run_id, batch)
+            delta_link = await _read_all(staging, tenant, run_id, client)
+        reported = await graph_user_count(client)
+        received = staging.staged_count(tenant.name, run_id)
+        if mode.startswith("delta") and abs(reported - received) > tenant.source.count_tolerance(reported):
+            # The base snapshot plus the changes does not add up to the directory: never build on it.
+            log.warning(
+                "tenant %s: the delta snapshot holds %d users but Graph reports %d; reading every user again",
+                tenant.name,
+                received,
+                reported,
+            )
+            mode = "full (delta snapshot did not match /users/$count)"
+            delta_link = await _read_all(staging, tenant, run_id, client)
+            reported = await graph_user_count(client)
+            received = staging.staged_count(tenant.name, run_id)
+        _check_complete(tenant, run_id, received, reported)
+        await _stage_scope_groups(staging, tenant, run_id, client)
         summary = _complete(
             staging,
             tenant,
             run_id,
             {"mode": mode, "requests": client.requests, "retries": client.retries},
+            completeness=GRAPH_COUNT,
+            reported=reported,
         )
         staging.save_cursor(tenant.name, delta_link, run_id, full_read=not mode.startswith("delta"))
         return summary
     finally:
         await client.close()
+
+
+async def graph_user_count(client: Any) -> int:
+    """The number of users Graph holds (``GET /users/$count``, an eventually consistent count)."""
+    body = await client.get("users/$count", headers={"ConsistencyLevel": "eventual", "Accept": "text/plain"})
+    text = str(body).strip().lstrip("\ufeff")
+    if isinstance(body, bool) or not text.isdigit():
+        raise IncompleteRead(f"GET /users/$count on {client.conn_id!r} did not answer a number: {text[:100]!r}")
+    return int(text)
+
+
+def _check_complete(tenant: TenantConfig, run_id: str, received: int, reported: int) -> None:
+    shortfall = reported - received
+    allowed = tenant.source.count_tolerance(reported)
+    if shortfall > allowed:
+        raise IncompleteRead(
+            f"tenant {tenant.name} run {run_id}: the full read returned {received} users but Graph reports "
+            f"{reported} (GET /users/$count); {shortfall} are missing, more than the tolerance of {allowed} "
+            f"(source.count_tolerance_users / count_tolerance_share). The listing ended early, so this read "
+            "cannot tell who left: nothing was staged as a snapshot, the delta link was not advanced and Frankli "
+            "was not written. The task is retried; if it keeps failing, check Graph's service health and run "
+            'again with {"full_sync": true} later.'
+        )
+    log.info(
+        "tenant %s: read %d users, Graph reports %d (tolerance %d): complete", tenant.name, received, reported, allowed
+    )
 
 
 def _starting_point(staging: Staging, tenant: TenantConfig, run_id: str, full_sync: bool) -> tuple[str | None, str]:
@@ -92,6 +170,11 @@ def _starting_point(staging: Staging, tenant: TenantConfig, run_id: str, full_sy
     return cursor["delta_link"], "delta"
 
 
+async def _read_all(staging: Staging, tenant: TenantConfig, run_id: str, client: Any) -> str:
+    staging.begin_snapshot(tenant.name, run_id, "graph")
+    return await _read_pages(staging, tenant, run_id, client, None)
+
+
 async def _read_pages(staging: Staging, tenant: TenantConfig, run_id: str, client: Any, start: str | None) -> str:
     from frankli_sync.sources.graph import iter_user_pages
 
@@ -103,16 +186,41 @@ async def _read_pages(staging: Staging, tenant: TenantConfig, run_id: str, clien
     return delta_link
 
 
-def _complete(staging: Staging, tenant: TenantConfig, run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+async def _stage_scope_groups(staging: Staging, tenant: TenantConfig, run_id: str, client: Any) -> None:
+    from frankli_sync.sources.graph import iter_group_member_ids
+
+    for group_id in tenant.scope.groups:
+        batch: list[str] = []
+        async for member in iter_group_member_ids(client, group_id, tenant.source.page_size):
+            batch.append(member)
+            if len(batch) >= 5000:
+                staging.add_scope_members(tenant.name, run_id, batch)
+                batch = []
+        staging.add_scope_members(tenant.name, run_id, batch)
+
+
+def _complete(
+    staging: Staging,
+    tenant: TenantConfig,
+    run_id: str,
+    summary: dict[str, Any],
+    *,
+    completeness: str,
+    reported: int,
+) -> dict[str, Any]:
     users = staging.staged_count(tenant.name, run_id)
-    staging.complete_snapshot(tenant.name, run_id, users)
+    identity = source_identity(tenant)
+    staging.complete_snapshot(
+        tenant.name, run_id, users, source_id=identity, completeness=completeness, reported_count=reported
+    )
     cursor = staging.cursor(tenant.name)
     previous = staging.last_synced(tenant.name, run_id)
     keep = [run_id, *([cursor["snapshot_run_id"]] if cursor else []), *([previous[0]] if previous else [])]
     staging.prune(tenant.name, keep_runs=keep)
     removed = staging.removed_ids(tenant.name, run_id)
     log.info("staged %d Entra users for tenant %s run %s (%s)", users, tenant.name, run_id, summary["mode"])
-    return {"users": users, "removed": len(removed), **summary}
+    evidence = {"completeness": completeness, "reported": reported, "source": identity}
+    return {"users": users, "removed": len(removed), **summary, **evidence}
 
 
 def _aware(moment: datetime) -> datetime:

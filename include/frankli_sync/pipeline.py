@@ -31,14 +31,17 @@ from frankli_sync.plan import FrankliState, Plan, PlanOptions, plan_user_changes
 from frankli_sync.report import plan_document, run_directory, write_run_report
 from frankli_sync.sinks.database import (
     AuditEntry,
+    OrganisationOwnedElsewhere,
+    applied_snapshot,
     apply_archives,
     apply_upserts,
     organisation_transaction,
     read_state,
+    record_applied_snapshot,
 )
 from frankli_sync.sinks.schema import users
 from frankli_sync.staging import SnapshotMissing, Staging
-from frankli_sync.transform import OUT_OF_SCOPE, desired_users, scope_status
+from frankli_sync.transform import OUT_OF_SCOPE, desired_users, email_key_of, scope_status
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,10 @@ class ValidationThresholdExceeded(SyncStopped):
 
 class DeletionGuardTriggered(SyncStopped):
     pass
+
+
+class OwnershipConflict(SyncStopped):
+    """The tenant's Frankli organisation is synced from another source."""
 
 
 @dataclass(frozen=True)
@@ -109,15 +116,40 @@ class RunContext:
         started: datetime = record["started_at"]
         return started.replace(tzinfo=UTC) if started.tzinfo is None else started.astimezone(UTC)
 
+    def source(self) -> str:
+        """The source this run read (recorded by its extract), the identity its writes are checked against."""
+        from frankli_sync.extraction import source_identity
+
+        record = self.staging.extraction(self.tenant.name, self.run_id) or {}
+        return record.get("source_id") or source_identity(self.tenant)
+
     @contextmanager
-    def frankli(self) -> Iterator[tuple[Connection, int]]:
-        """One transaction on the tenant's Frankli organisation (its row locked); the engine is closed after."""
+    def frankli(self, owned: bool = True) -> Iterator[tuple[Connection, int]]:
+        """One transaction on the tenant's Frankli organisation, holding its lock; the engine is closed after.
+
+        `owned`: the organisation must be synced from this run's source (claimed if it records none);
+        a run from another source stops before reading or writing anything.
+        """
         engine = engine_for(self.tenant.target.conn_id)
         try:
-            with organisation_transaction(engine, self.tenant.target.organisation) as (connection, org_id):
+            source = self.source() if owned else None
+            with organisation_transaction(engine, self.tenant.target.organisation, source) as (connection, org_id):
                 yield connection, org_id
+        except OrganisationOwnedElsewhere as owned_elsewhere:
+            raise OwnershipConflict(self._ownership_message(owned_elsewhere)) from owned_elsewhere
         finally:
             engine.dispose()
+
+    def _ownership_message(self, error: OrganisationOwnedElsewhere) -> str:
+        target = self.tenant.target
+        return (
+            f"tenant {self.tenant.name}: Frankli organisation {error.organisation!r} (connection "
+            f"{target.conn_id}) is synced from {error.recorded!r}, but this tenant reads {error.incoming!r}. "
+            "Each organisation is synced from exactly one source, or each run would archive the other's users; "
+            f"nothing was written. Point the target of tenant {self.tenant.name} at its own organisation. "
+            "If the organisation really moved to this source, a Frankli admin must change "
+            f"organisations.source to {error.incoming!r} first (users not in the new source are then archived)."
+        )
 
 
 # --- extract ---------------------------------------------------------------------------------
@@ -236,8 +268,8 @@ def _quarantine_entries(ctx: RunContext, plan: Plan) -> list[AuditEntry]:
         for r in plan.conflicts.itertuples()
     ]
     if ctx.params.only_user:
-        key = ctx.params.only_user.casefold()
-        entries = [e for e in entries if (e.email or "").casefold() == key]
+        key = email_key_of(ctx.params.only_user)
+        entries = [e for e in entries if email_key_of(e.email) == key]
     return entries
 
 
@@ -251,11 +283,16 @@ def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None
         return {"dry_run": True}
     started = time.monotonic()
     with ctx.frankli() as (connection, org_id):
+        newer = _superseded_by(ctx, connection, org_id)
+        if newer:
+            return newer
         plan = compute_plan(ctx, read_state(connection, org_id))
         planned = time.monotonic()
         counts = apply_upserts(
             connection, org_id, plan, run_id, ctx.clock(), quarantined=_quarantine_entries(ctx, plan)
         )
+        if not ctx.params.only_user:
+            record_applied_snapshot(connection, org_id, ctx.clock())
     if not ctx.params.only_user:
         ctx.staging.mark_synced(ctx.tenant.name, run_id)
     log.info(
@@ -275,6 +312,9 @@ def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | Non
     if ctx.params.dry_run:
         return {"dry_run": True}
     with ctx.frankli() as (connection, org_id):
+        newer = _superseded_by(ctx, connection, org_id)
+        if newer:
+            return newer
         plan = compute_plan(ctx, read_state(connection, org_id))
         synced = connection.execute(
             select(func.count()).where(
@@ -289,33 +329,78 @@ def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | Non
     return {"archive": archived}
 
 
+def _superseded_by(ctx: RunContext, connection: Connection, org_id: int) -> dict[str, Any] | None:
+    """A summary when a newer Entra snapshot was already applied: this run's older one must not undo it.
+
+    Loads of one organisation are serialised, not ordered: in a backfill, or when ops clear an
+    old run's task, an older snapshot can reach the lock after a newer one was written.
+    """
+    applied = applied_snapshot(connection, org_id)
+    mine = ctx.clock()
+    if applied is None or applied <= mine:
+        return None
+    log.warning(
+        "tenant %s run %s: its Entra snapshot (%s) is older than the one already applied to Frankli (%s); "
+        "writing nothing (the newer run's state stands)",
+        ctx.tenant.name,
+        ctx.run_id,
+        mine.isoformat(),
+        applied.isoformat(),
+    )
+    return {"superseded": True, "snapshot_at": mine.isoformat(), "applied_snapshot_at": applied.isoformat()}
+
+
 def archive_guard(ctx: RunContext, to_archive: int, synced_users: int) -> dict[str, Any]:
-    """Decide whether this run may archive `to_archive` users (DESIGN §2 Safety)."""
+    """Decide whether this run may archive `to_archive` users (DESIGN §2 Safety).
+
+    The thresholds only limit the damage of a mistake; the override may only be suggested when
+    the read was proven complete (its extract recorded the evidence). Otherwise the message says
+    the read is unproven and that a full read is what to run, never the override.
+    """
     thresholds = ctx.tenant.thresholds
+    record = ctx.staging.extraction(ctx.tenant.name, ctx.run_id) or {}
     staged_count = ctx.staging.staged_count(ctx.tenant.name, ctx.run_id)
     last = ctx.staging.last_synced(ctx.tenant.name, ctx.run_id)
     limit = min(thresholds.max_archive_count, math.floor(thresholds.max_archive_share * synced_users))
+    proven = bool(record.get("completeness"))
     status: dict[str, Any] = {
         "to_archive": to_archive,
         "limit": limit,
         "synced_users": synced_users,
         "staged_users": staged_count,
         "last_synced_users": last[1] if last else None,
+        "read_complete": proven,
+        "completeness": record.get("completeness"),
+        "reported_users": record.get("reported_count"),
         "allow_mass_archive": ctx.params.allow_mass_archive,
         "blocked": False,
         "message": "ok",
     }
-    override = 'trigger the DAG again with {"allow_mass_archive": true}'
     if to_archive == 0:
         return status
     if staged_count == 0:
         status.update(blocked=True, message="the extract returned no users; archiving nobody")
-    elif last and staged_count < thresholds.min_source_share * last[1] and not ctx.params.allow_mass_archive:
+        return status
+    if not proven:
+        status.update(
+            blocked=True,
+            message=(
+                f"this run would archive {to_archive} users, but its read of the source is not proven complete "
+                "(the snapshot carries no completeness evidence: it was staged before this check existed); "
+                'archiving nobody. Trigger the DAG again with {"full_sync": true}: a full read is checked '
+                "against the size Graph reports before anyone is archived."
+            ),
+        )
+        return status
+    override = 'trigger the DAG again with {"allow_mass_archive": true}'
+    evidence = f"The read was complete ({staged_count} users; the source reports {record.get('reported_count')})"
+    if last and staged_count < thresholds.min_source_share * last[1] and not ctx.params.allow_mass_archive:
         status.update(
             blocked=True,
             message=(
                 f"the extract returned {staged_count} users, under {thresholds.min_source_share:.0%} of the "
-                f"{last[1]} of the last synced run; archiving nobody. If the directory really shrank, {override}"
+                f"{last[1]} of the last synced run; archiving nobody. {evidence}: "
+                f"if the directory really shrank, {override}"
             ),
         )
     elif to_archive > limit and not ctx.params.allow_mass_archive:
@@ -325,7 +410,7 @@ def archive_guard(ctx: RunContext, to_archive: int, synced_users: int) -> dict[s
                 f"deletion guard: this run would archive {to_archive} users, more than the limit of {limit} "
                 f"(min(max_archive_count {thresholds.max_archive_count}, max_archive_share "
                 f"{thresholds.max_archive_share:.0%} of {synced_users} synced users)); nothing was archived, "
-                f"upserts were applied. If this is expected, {override}"
+                f"upserts were applied. {evidence}: if these users really left, {override}"
             ),
         )
     return status
@@ -364,5 +449,5 @@ def report(
 def _applied_actions(ctx: RunContext) -> dict[str, int]:
     from frankli_sync.sinks.database import audit_counts
 
-    with ctx.frankli() as (connection, org_id):
+    with ctx.frankli(owned=False) as (connection, org_id):
         return audit_counts(connection, org_id, ctx.run_id)

@@ -267,14 +267,15 @@ Set a new value in Entra.</p>
 {% endif %}
 
 <h2 id="managers">Manager problems ({{ s.manager_problems|length }})</h2>
-<p class="muted">These users were loaded without a manager.</p>
+<p class="muted">The manager Entra names for these users could not be used. A manager missing from the
+snapshot leaves the Frankli manager as it was; any other problem leaves the user without one.</p>
 {% if s.manager_problems %}
 <table>
-<tr><th>User</th><th>Object id</th><th>Manager object id</th><th>Reason</th></tr>
+<tr><th>User</th><th>Object id</th><th>Manager object id</th><th>Reason</th><th>Outcome</th></tr>
 {% for m in s.manager_problems %}
 <tr><td class="value">{{ m.email }}</td><td><code>{{ m.external_id }}</code></td>
 <td><code>{{ m.manager_id }}</code></td>
-<td>{{ manager_reasons.get(m.reason, m.reason) }}</td></tr>
+<td>{{ manager_reasons.get(m.reason, m.reason) }}</td><td>{{ m.outcome or "no manager" }}</td></tr>
 {% endfor %}
 </table>
 {% endif %}

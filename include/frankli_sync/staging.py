@@ -9,9 +9,15 @@ validation outcome, the plan summary) are kept beside it for the report.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
-from collections.abc import Iterable
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -31,13 +37,18 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
     update,
 )
 
 from frankli_sync.entra import NUL, NUL_MARK, STAGED_COLUMNS
+from frankli_sync.schema_upgrade import add_missing_columns
 from frankli_sync.transform import json_ready
 
 OBJECT_ID_MAX = 1024
+_LOCK_POLL_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
 
 metadata = MetaData()
 
@@ -56,6 +67,10 @@ extract_runs = Table(
     Column("base_run_id", String(250)),  # delta: the snapshot the changes were applied to
     Column("resume_link", Text),  # the next Graph page to read if the task is retried
     Column("pages", Integer),
+    # Evidence the read was complete, recorded when it is marked complete (DESIGN §2 Safety):
+    Column("source_id", String(255)),  # what was read: the Entra tenant id, or csv:<tenant>
+    Column("completeness", String(32)),  # graph_count (received vs /users/$count) | csv_parse (every record)
+    Column("reported_count", Integer),  # the size the source reported (Graph) or the records parsed (CSV)
 )
 
 # Object ids a delta read reported as removed from Entra (reason: deleted | changed).
@@ -126,7 +141,28 @@ class SnapshotMissing(RuntimeError):
 class Staging:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine, checkfirst=True)
+        with engine.begin() as connection:
+            metadata.create_all(connection, checkfirst=True)
+            add_missing_columns(connection, extract_runs)
+
+    @contextmanager
+    def extract_lock(self, tenant: str, wait_seconds: float = 3600.0) -> Iterator[None]:
+        """Hold the tenant's extraction lock: extracts of one tenant never interleave.
+
+        The delta link is per tenant: two runs reading from it at once would each apply the
+        same changes to a different base and race to store the next link. PostgreSQL staging
+        takes a session advisory lock on a connection held for the extract; SQLite staging
+        (one machine) an exclusive lock on a file beside the database. Both are released when
+        the process dies, so a killed worker never leaves the tenant locked.
+        """
+        if self.engine.dialect.name == "postgresql":
+            with _postgres_lock(self.engine, f"frankli_sync:extract:{tenant}", tenant, wait_seconds):
+                yield
+        elif self.engine.url.database and self.engine.url.database != ":memory:":
+            with _file_lock(Path(f"{self.engine.url.database}.extract-{tenant}.lock"), tenant, wait_seconds):
+                yield
+        else:  # an in-memory database lives in one process: nothing else can extract into it
+            yield
 
     def begin_snapshot(self, tenant: str, run_id: str, source: str, base_run_id: str | None = None) -> None:
         """Start (or restart) the run's snapshot: rows of an earlier attempt are dropped.
@@ -286,12 +322,29 @@ class Staging:
                 )
             )
 
-    def complete_snapshot(self, tenant: str, run_id: str, user_count: int) -> None:
+    def complete_snapshot(
+        self,
+        tenant: str,
+        run_id: str,
+        user_count: int,
+        *,
+        source_id: str | None = None,
+        completeness: str | None = None,
+        reported_count: int | None = None,
+    ) -> None:
+        """Mark the run's snapshot complete, with the evidence that the read was (see `extract_runs`)."""
         with self.engine.begin() as connection:
             connection.execute(
                 update(extract_runs)
                 .where(extract_runs.c.tenant == tenant, extract_runs.c.run_id == run_id)
-                .values(status="complete", completed_at=_now(), user_count=user_count)
+                .values(
+                    status="complete",
+                    completed_at=_now(),
+                    user_count=user_count,
+                    source_id=source_id,
+                    completeness=completeness,
+                    reported_count=reported_count,
+                )
             )
 
     def snapshot(self, tenant: str, run_id: str) -> pd.DataFrame:
@@ -392,6 +445,55 @@ class Staging:
                     .values(status="pruned")
                 )
         return len(old)
+
+
+class ExtractLocked(RuntimeError):
+    """Another run of the tenant kept the extraction lock for longer than we wait."""
+
+
+def _waited_too_long(tenant: str, wait_seconds: float) -> ExtractLocked:
+    return ExtractLocked(
+        f"tenant {tenant}: another run has been extracting for over {wait_seconds:.0f} s and holds the "
+        "extraction lock; this extract did not start. It is retried; look for a stuck extract task of this tenant."
+    )
+
+
+@contextmanager
+def _postgres_lock(engine: Engine, name: str, tenant: str, wait_seconds: float) -> Iterator[None]:
+    key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+    deadline = time.monotonic() + wait_seconds
+    with engine.connect() as connection:
+        while not connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar_one():
+            connection.commit()
+            if time.monotonic() > deadline:
+                raise _waited_too_long(tenant, wait_seconds)
+            log.info("tenant %s: another run is extracting; waiting for it to finish", tenant)
+            time.sleep(_LOCK_POLL_SECONDS)
+        connection.commit()  # a session lock outlives the transaction; don't sit idle in one
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            connection.commit()
+
+
+@contextmanager
+def _file_lock(path: Path, tenant: str, wait_seconds: float) -> Iterator[None]:
+    deadline = time.monotonic() + wait_seconds
+    with path.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise _waited_too_long(tenant, wait_seconds) from None
+                log.info("tenant %s: another run is extracting; waiting for it to finish", tenant)
+                time.sleep(_LOCK_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _stageable(tenant: str, row: dict[str, Any]) -> dict[str, Any]:

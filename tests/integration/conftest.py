@@ -175,7 +175,12 @@ def make_tenant(
     started: list[GraphEmulator] = []
 
     def make(
-        users: int = 300, seed: int = 7, frankli_url: str | None = None, name: str = "acme", **tenant_extra: Any
+        users: int = 300,
+        seed: int = 7,
+        frankli_url: str | None = None,
+        name: str = "acme",
+        entra_tenant_id: str = "test-tenant",
+        **tenant_extra: Any,
     ) -> SyncedTenant:
         workdir = tmp_path / name
         workdir.mkdir()
@@ -188,7 +193,7 @@ def make_tenant(
             "login": "test-client",
             "password": "test-secret",
             "extra": {
-                "tenant_id": "test-tenant",
+                "tenant_id": entra_tenant_id,
                 "base_url": emulator.base_url,
                 "allowed_hosts": "graph.microsoft.com",
             },

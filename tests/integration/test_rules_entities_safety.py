@@ -36,8 +36,16 @@ def _key(value: Any) -> str | None:
 
 
 def _frankli(tenant: Any) -> dict[str, list[dict[str, Any]]]:
-    """Every row of every Frankli table."""
-    return {name: tenant.table(name) for name in FRANKLI_TABLES}
+    """Every row of every Frankli table, but `organisations.synced_snapshot_at`.
+
+    Each load records there the instant of the snapshot it applied (so an older run's load can
+    never undo a newer one's), whether it changed anything or not; a re-extracted run is newer.
+    """
+    tables = {name: tenant.table(name) for name in FRANKLI_TABLES}
+    tables["organisations"] = [
+        {k: v for k, v in o.items() if k != "synced_snapshot_at"} for o in tables["organisations"]
+    ]
+    return tables
 
 
 def _valid(directory: Any) -> list[str]:

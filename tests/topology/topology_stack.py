@@ -389,6 +389,17 @@ class CeleryStack:
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.load(response)
 
+    def emulator_post(self, tenant: Tenant, path: str, body: dict[str, Any] | None = None) -> Any:
+        """POST to a tenant's Graph emulator admin endpoint (e.g. ``/_emulator/day2``)."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{tenant.port}{path}",
+            data=json.dumps(body or {}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.load(response)
+
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         return self.api("GET", f"/dags/{dag_id}/dagRuns?limit=100&order_by=start_date")["dag_runs"]
 
@@ -481,5 +492,12 @@ def users_state(tenant: Tenant) -> dict[str, dict[str, Any]]:
 
 
 def entities_state(tenant: Tenant) -> dict[str, list[dict[str, Any]]]:
-    """The tenant's organisations, sites, departments and roles, every column."""
-    return {table: frankli_rows(tenant, table) for table in ("organisations", "sites", "departments", "roles")}
+    """The tenant's organisations, sites, departments and roles, every column.
+
+    Except `organisations.synced_snapshot_at`: every load records the instant of the snapshot it
+    applied there (so an older run's load cannot undo a newer one), changed or not.
+    """
+    state = {table: frankli_rows(tenant, table) for table in ("organisations", "sites", "departments", "roles")}
+    for row in state["organisations"]:
+        row.pop("synced_snapshot_at", None)
+    return state

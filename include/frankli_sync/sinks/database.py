@@ -13,11 +13,12 @@ same run clock, so both hold the same rows for the same input (tests compare dum
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from sqlalchemy import JSON, Column, Engine, Integer, MetaData, Table, func, ins
 from sqlalchemy.engine import Connection
 
 from frankli_sync.entra import NUL, NUL_MARK
+from frankli_sync.errors import SyncStopped
 from frankli_sync.plan import SYNC, USER_STATE_COLUMNS, FrankliState, Plan
 from frankli_sync.sinks.schema import ENTITY_TABLES, create_schema, organisations, sync_audit, users
 from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS, json_ready, name_key
@@ -39,18 +41,82 @@ class AuditEntry:
     details: dict[str, Any]
 
 
+class OrganisationOwnedElsewhere(SyncStopped):
+    """The organisation is synced from another source; this run must not write to it."""
+
+    def __init__(self, organisation: str, recorded: str, incoming: str) -> None:
+        self.organisation, self.recorded, self.incoming = organisation, recorded, incoming
+        super().__init__(
+            f"Frankli organisation {organisation!r} is synced from {recorded!r}; this run reads {incoming!r}. "
+            "Nothing was written."
+        )
+
+
 @contextmanager
-def organisation_transaction(engine: Engine, organisation: str) -> Iterator[tuple[Connection, int]]:
-    """One transaction on the organisation, with its row locked so loads never interleave."""
+def organisation_transaction(
+    engine: Engine, organisation: str, source: str | None = None
+) -> Iterator[tuple[Connection, int]]:
+    """One transaction on the organisation, holding its lock: loads of one organisation never interleave.
+
+    The lock is taken before anything is read, so whatever the caller plans inside sees every
+    write of the load before it (a backfill may run several runs at once): PostgreSQL takes a
+    transaction-level advisory lock on the organisation's name, then its row; SQLite starts
+    the transaction with ``BEGIN IMMEDIATE`` (the database's write lock).
+
+    `source` (an Entra tenant id or ``csv:<tenant>``) is checked against the source the
+    organisation records: an organisation without one is claimed (kept if the transaction
+    commits), one synced from another source raises `OrganisationOwnedElsewhere`.
+    None skips the check (reading run results only).
+    """
     with engine.begin() as connection:
+        _lock_organisation(connection, organisation)
         create_schema(connection)
-        org_id = connection.execute(
-            select(organisations.c.id).where(organisations.c.name == organisation)
-        ).scalar_one_or_none()
-        if org_id is None:
-            org_id = connection.execute(insert(organisations).values(name=organisation)).inserted_primary_key[0]
+        row = connection.execute(
+            select(organisations.c.id, organisations.c.source).where(organisations.c.name == organisation)
+        ).first()
+        if row is None:
+            org_id = connection.execute(
+                insert(organisations).values(name=organisation, source=source)
+            ).inserted_primary_key[0]
+            recorded = source
+        else:
+            org_id, recorded = row
         connection.execute(select(organisations.c.id).where(organisations.c.id == org_id).with_for_update())
+        if source is not None and recorded is None:
+            connection.execute(update(organisations).where(organisations.c.id == org_id).values(source=source))
+        elif source is not None and recorded != source:
+            raise OrganisationOwnedElsewhere(organisation, recorded, source)
         yield connection, int(org_id)
+
+
+def _lock_organisation(connection: Connection, organisation: str) -> None:
+    if connection.dialect.name == "sqlite":
+        # pysqlite starts transactions lazily (at the first write): two loads would both read and
+        # plan before either wrote. IMMEDIATE takes the write lock now; the other waits (busy_timeout).
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    elif connection.dialect.name == "postgresql":
+        # Before the row exists (the first load) there is nothing to lock with FOR UPDATE.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(organisation)})
+
+
+def _lock_key(organisation: str) -> int:
+    """A stable signed 64-bit key for PostgreSQL advisory locks."""
+    digest = hashlib.blake2b(f"frankli_sync:organisation:{organisation}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def applied_snapshot(connection: Connection, org_id: int) -> datetime | None:
+    """The instant of the newest Entra snapshot applied to the organisation (UTC), if any."""
+    value = connection.execute(
+        select(organisations.c.synced_snapshot_at).where(organisations.c.id == org_id)
+    ).scalar_one_or_none()
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def record_applied_snapshot(connection: Connection, org_id: int, snapshot_at: datetime) -> None:
+    connection.execute(update(organisations).where(organisations.c.id == org_id).values(synced_snapshot_at=snapshot_at))
 
 
 def read_state(connection: Connection, org_id: int) -> FrankliState:
@@ -176,6 +242,8 @@ def apply_archives(connection: Connection, org_id: int, archives: pd.DataFrame, 
 
 
 def _create_entities(connection: Connection, org_id: int, creates: pd.DataFrame, now: datetime) -> None:
+    if creates.empty:  # an empty frame need not carry its columns
+        return
     for table_name, group in creates.groupby("table"):
         bulk_insert(
             connection,
@@ -318,15 +386,18 @@ def _set_managers(connection: Connection, plan: Plan, ids: Mapping[str, int], no
     """Resolve the managers of updated users (created users got theirs with their rows).
 
     `ids`: external id → user id of every synced user, the ones this load created included.
+    Only users whose manager changed are written: an update of other fields carries the manager the
+    plan left as it is (e.g. one absent from the snapshot), which need not be a synced user.
     """
     if "manager" not in plan.always_fields or not len(plan.updates):
         return
+    rows = plan.updates[["external_id", "manager", "changes"]].to_dict("records")
     _bulk_update(
         connection,
         [
-            {"id": ids[user], "manager_id": ids.get(manager) if _none(manager) else None}
-            for user, manager in zip(plan.updates["external_id"], plan.updates["manager"], strict=True)
-            if user in ids
+            {"id": ids[r["external_id"]], "manager_id": ids.get(r["manager"]) if _none(r["manager"]) else None}
+            for r in rows
+            if r["external_id"] in ids and "manager" in r["changes"]
         ],
         now,
     )

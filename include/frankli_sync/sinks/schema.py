@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from frankli_sync.schema_upgrade import add_missing_columns
 from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS
 
 if TYPE_CHECKING:
@@ -36,6 +37,10 @@ organisations = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("name", String(255), nullable=False, unique=True),
+    # The one source the organisation is synced from: an Entra tenant id, or csv:<config tenant>.
+    Column("source", String(255)),
+    # The instant of the newest Entra snapshot applied: an older run's load is superseded.
+    Column("synced_snapshot_at", DateTime(timezone=True)),
 )
 
 
@@ -109,8 +114,13 @@ USER_STATUSES = ("uninvited", "invited", "active", "archived")
 
 
 def create_schema(connection: Connection) -> None:
-    """Create the Frankli tables that are missing (the pipeline owns the schema when it is absent)."""
+    """Create the Frankli tables that are missing (the pipeline owns the schema when it is absent).
+
+    An `organisations` table created before it recorded its source gets the new, nullable
+    columns added: the first run after the upgrade claims the organisation.
+    """
     metadata.create_all(connection, checkfirst=True)
+    add_missing_columns(connection, organisations)
 
 
 def frankli_field_lengths(mapping: Mapping[str, FieldMapping]) -> dict[str, int]:
