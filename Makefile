@@ -19,9 +19,12 @@ $(STAMP): requirements.txt pyproject.toml
 demo: venv
 	$(BIN)/python scripts/demo.py
 
+# The suite in two steps: everything that runs in one process, spread over the CPUs (pytest-xdist), then the
+# browser and topology tests, which start whole Airflow stacks of their own and run one at a time.
 test: venv
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist worksteal --ignore=tests/topology --ignore=tests/browser
+	$(BIN)/python -m pytest tests/browser tests/topology
 
 # The browser test (tests/browser, part of `make test`) installs Chromium itself when it can;
 # these run it alone / install Debian's chromium + chromedriver up front (needs root or sudo).
