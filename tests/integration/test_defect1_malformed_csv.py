@@ -18,32 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from frankli_sync.sources.csv_export import CsvSourceError
+from frankli_sync.sources.csv_export import EXPORT_COLUMNS, CsvSourceError
 
 USERS = 400
 BROKEN_LINE = 382  # physical line: the header is line 1
 # The admin center's "Download users" columns (FIELD_NOTES), in its order.
-COLUMNS = [
-    "userPrincipalName",
-    "displayName",
-    "surname",
-    "mail",
-    "givenName",
-    "objectId",
-    "userType",
-    "jobTitle",
-    "department",
-    "accountEnabled",
-    "usageLocation",
-    "streetAddress",
-    "state",
-    "country",
-    "physicalDeliveryOfficeName",
-    "city",
-    "postalCode",
-    "telephoneNumber",
-    "mobile",
-]
+COLUMNS = list(EXPORT_COLUMNS)
 FRANKLI_TABLES = ("organisations", "sites", "departments", "roles", "users", "sync_audit")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from frankli_sync.sources.csv_export import EXPORT_COLUMNS, RENAMED
 from frankli_sync.transform import TEXT_FIELDS
 from graph_emulator import apply_day2
 from graph_emulator.faults import FaultPlan, FaultRule
@@ -160,33 +161,8 @@ def test_guest_filter_excludes_guests(make_tenant) -> None:
 
 def _write_admin_center_csv(directory: Any, path: Path) -> None:
     """The Entra admin center's "Download users" file for the emulator's directory."""
-    columns = [
-        "userPrincipalName",
-        "displayName",
-        "surname",
-        "mail",
-        "givenName",
-        "objectId",
-        "userType",
-        "jobTitle",
-        "department",
-        "accountEnabled",
-        "usageLocation",
-        "streetAddress",
-        "state",
-        "country",
-        "physicalDeliveryOfficeName",
-        "city",
-        "postalCode",
-        "telephoneNumber",
-        "mobile",
-    ]
-    renamed = {
-        "objectId": "id",
-        "physicalDeliveryOfficeName": "officeLocation",
-        "telephoneNumber": "businessPhones",
-        "mobile": "mobilePhone",
-    }
+    columns = list(EXPORT_COLUMNS)
+    renamed = RENAMED
     with path.open("w", newline="", encoding="utf-8-sig") as handle:
         writer = csv.DictWriter(handle, columns)
         writer.writeheader()

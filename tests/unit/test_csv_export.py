@@ -20,32 +20,12 @@ from typing import Any
 import pytest
 from frankli_sync.entra import ENTRA_ATTRIBUTES
 from frankli_sync.sources import csv_export
-from frankli_sync.sources.csv_export import CsvSourceError, read_csv_pages
+from frankli_sync.sources.csv_export import EXPORT_COLUMNS, CsvSourceError, read_csv_pages
 
 pytestmark = pytest.mark.unit
 
 # The admin center's "Download users" columns (FIELD_NOTES), in its order.
-COLUMNS = [
-    "userPrincipalName",
-    "displayName",
-    "surname",
-    "mail",
-    "givenName",
-    "objectId",
-    "userType",
-    "jobTitle",
-    "department",
-    "accountEnabled",
-    "usageLocation",
-    "streetAddress",
-    "state",
-    "country",
-    "physicalDeliveryOfficeName",
-    "city",
-    "postalCode",
-    "telephoneNumber",
-    "mobile",
-]
+COLUMNS = list(EXPORT_COLUMNS)
 CITY = COLUMNS.index("city")  # 0-based: column 16 in the messages
 BOM = "\ufeff"
 
@@ -324,12 +304,7 @@ def test_file_appended_to_during_the_read_stops_it(tmp_path: Path) -> None:
 
 def _rows_as_csv_dictreader_reads_them(path: Path) -> list[dict[str, Any]]:
     """What the source staged before the strict parser (csv.DictReader), for files that are valid."""
-    renamed = {
-        "objectId": "id",
-        "physicalDeliveryOfficeName": "officeLocation",
-        "telephoneNumber": "businessPhones",
-        "mobile": "mobilePhone",
-    }
+    renamed = csv_export.RENAMED
     rows = []
     with path.open(newline="", encoding="utf-8-sig") as handle:
         for record in csv.DictReader(handle):

@@ -41,6 +41,28 @@ RENAMED = {
     "mobile": "mobilePhone",
 }
 REQUIRED_COLUMNS = ("objectId", "userPrincipalName", "accountEnabled")
+# The columns of the admin center's "Download users" file, in its order (others are ignored when read).
+EXPORT_COLUMNS = (
+    "userPrincipalName",
+    "displayName",
+    "surname",
+    "mail",
+    "givenName",
+    "objectId",
+    "userType",
+    "jobTitle",
+    "department",
+    "accountEnabled",
+    "usageLocation",
+    "streetAddress",
+    "state",
+    "country",
+    "physicalDeliveryOfficeName",
+    "city",
+    "postalCode",
+    "telephoneNumber",
+    "mobile",
+)
 
 # A user's line is a few hundred characters; this only bounds memory on a file that is not an export.
 MAX_LINE_CHARS = 1_000_000
