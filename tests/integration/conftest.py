@@ -159,6 +159,12 @@ class SyncedTenant:
         return json.loads((run_directory(self.reports_dir, self.name, run_id) / "report.json").read_text())
 
 
+@pytest.fixture
+def dag_file() -> ModuleType:
+    """The imported DAG file that `SyncedTenant.run` builds DAGs with (patch its DEFAULT_ARGS to change them)."""
+    return dag_module()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def frankli_url(request: pytest.FixtureRequest) -> str | None:
     """Run a test once per Frankli database backend (None = the tenant's own SQLite file)."""
