@@ -4,15 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-browser chromium lint benchmark clean
+.PHONY: venv demo test test-browser chromium lint bench benchmark clean
 
 venv: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt \
-	  || (sleep 10; $(BIN)/uv pip install --refresh --quiet --python $(BIN)/python -r requirements.txt)
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.txt \
+	  || (sleep 10; $(BIN)/uv pip install --refresh --quiet --compile-bytecode --python $(BIN)/python -r requirements.txt)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
@@ -38,8 +38,11 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-benchmark: venv
-	$(BIN)/python scripts/benchmark.py
+# 10k, 100k and 1M users on SQLite and PostgreSQL (hours at 1M); e.g. `make bench BENCH_ARGS="--users 10000"`.
+bench: venv
+	$(BIN)/python scripts/benchmark.py $(BENCH_ARGS)
+
+benchmark: bench
 
 clean:
 	rm -rf $(VENV) .demo .airflow reports

@@ -1,126 +1,252 @@
-"""`make benchmark`: wall time and peak memory of whole DAG runs for large emulated tenants.
+"""`make bench`: what a sync costs, per task and end to end, against the floor and Airflow's own start-up.
 
-For each size it starts the Graph emulator, runs day 1 (everything created),
-applies the day-2 change set and runs day 2, each through `airflow dags test`
-on embedded defaults (SQLite staging and Frankli database), and appends a row
-per run to benchmarks/results.md. Task durations come from the run's own
-task log lines.
+For each tenant size it starts the Graph emulator (a separate process) and measures, on each
+Frankli backend (SQLite: staging and Frankli on SQLite files; PostgreSQL: both in fresh schemas):
 
-    .venv/bin/python scripts/benchmark.py --users 100000
-    .venv/bin/python scripts/benchmark.py --users 100000 --frankli-postgres postgresql+psycopg://127.0.0.1:5432/test
+- initial: the first sync of the tenant (everything created);
+- no_change: the next run, nothing changed in Entra (a delta read);
+- only_user: on-demand provisioning of one user whose title changed in Entra;
+- delta_1pct: a run after ~1% of the tenant changed (hires, moves, clears, disables, deletes).
 
-With --frankli-postgres the Frankli database is a fresh schema `frankli_benchmark` in
-that PostgreSQL database (dropped and created again on every run) instead of SQLite.
+Each task (extract, validate, transform, load_upserts, load_archives, report) runs through the DAG's
+task functions in a process of its own, as an Airflow worker runs it, so every figure includes the
+imports a task pays; each row's peak RSS is the largest of its own task processes. Airflow's part
+(scheduling, the task runner) is not in these rows: it is measured once as `airflow dags test` of a
+one-task DAG, so the project's share is visible. The floor is what no sync can beat: every page of
+``/users/delta`` fetched from the emulator and its raw rows COPY'd into PostgreSQL, nothing else.
+
+    .venv/bin/python scripts/benchmark.py                          # 10k, 100k, 1M; SQLite and PostgreSQL
+    .venv/bin/python scripts/benchmark.py --users 10000 --backends postgres --label after
+
+Rows are appended to benchmarks/results.md with the date, the commit, the machine, its cores and its
+load average when the row was measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
+import os
+import platform
 import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import BIN, DAG_ID, REPO, demo_env, start_emulator
+from demo import BIN, REPO, start_emulator
 
-WORK = REPO / ".benchmark"
 RESULTS = REPO / "benchmarks" / "results.md"
-TASK_LINE = re.compile(r"^(\S+Z) .*\[DAG TEST\] (starting|end task) task_id=(\w+)")
+TENANT = "bench"
+ORGANISATION = "Bench Ltd"
+TASKS = ("extract", "validate", "transform", "load_upserts", "load_archives", "report")
+SCENARIOS = ("initial", "no_change", "only_user", "delta_1pct")
+POSTGRES = os.environ.get("FRANKLI_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
-def timed_run(env: dict[str, str], log: Path, conf: str = "{}") -> tuple[float, dict[str, float], int]:
+# --------------------------------------------------------------------------- child processes
+
+
+def run_task(task: str, run_id: str, params: str) -> None:
+    """In a child: one task function, as a worker runs it; prints seconds and this process's peak RSS."""
     started = time.monotonic()
-    marks: dict[str, float] = {}
-    durations: dict[str, float] = {}
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [str(BIN / "airflow"), "dags", "test", DAG_ID, "-c", conf],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+    from frankli_sync import pipeline
+
+    result = getattr(pipeline, task)(TENANT, run_id, json.loads(params))
+    seconds = time.monotonic() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    print(json.dumps({"task": task, "seconds": seconds, "peak_rss_mib": peak, "result": _small(result)}))
+
+
+def run_floor(base_url: str, postgres_url: str) -> None:
+    """In a child: fetch every /users/delta page and COPY the raw rows into PostgreSQL, nothing else."""
+    import httpx
+    import psycopg
+    from frankli_sync.sources.graph import delta_query
+
+    started = time.monotonic()
+    dsn = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    users = 0
+    with psycopg.connect(dsn) as connection, httpx.Client(timeout=300) as client:
+        connection.execute("CREATE TEMPORARY TABLE floor_users (id text, body text)")
+        url: str | None = f"{base_url}/users/delta"
+        params: dict[str, str] | None = delta_query(999)
+        with connection.cursor() as cursor, cursor.copy("COPY floor_users (id, body) FROM STDIN") as copy:
+            while url:
+                page = client.get(url, params=params).json()
+                params = None
+                for user in page["value"]:
+                    copy.write_row((user["id"], json.dumps(user)))
+                users += len(page["value"])
+                url = page.get("@odata.nextLink")
+        connection.commit()
+    seconds = time.monotonic() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    print(json.dumps({"task": "floor", "seconds": seconds, "peak_rss_mib": peak, "result": {"users": users}}))
+
+
+def _small(result: Any) -> Any:
+    return (
+        {k: v for k, v in result.items() if isinstance(v, int | float | str | bool)}
+        if isinstance(result, dict)
+        else None
+    )
+
+
+def child(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    completed = subprocess.run(
+        [str(BIN / "python"), __file__, "--child", *args], env=env, capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"benchmark child {args[:2]} failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-4000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- one backend of one size
+
+
+class Bench:
+    def __init__(self, users: int, backend: str, base_url: str, work: Path) -> None:
+        self.users, self.backend, self.base_url, self.work = users, backend, base_url, work
+        self.runs = 0
+        if backend == "postgres":
+            frankli = fresh_postgres_schema(POSTGRES, "bench_frankli")
+            staging = fresh_postgres_schema(POSTGRES, "bench_staging")
+        else:
+            frankli, staging = f"sqlite:///{work / 'frankli.db'}", f"sqlite:///{work / 'staging.db'}"
+        config = {
+            "reports_dir": str(work / "reports"),
+            "staging_conn_id": "bench_staging",
+            "tenants": [
+                {
+                    "name": TENANT,
+                    "schedule": None,
+                    "source": {"kind": "graph", "conn_id": "msgraph_bench"},
+                    "target": {"kind": "database", "conn_id": "frankli_bench", "organisation": ORGANISATION},
+                    "scope": {"exclude_guests": True},
+                    # The 1% churn archives ~0.2% of the tenant; keep the guard out of the measurement.
+                    "thresholds": {"max_archive_count": 100_000_000, "max_archive_share": 1.0},
+                }
+            ],
+        }
+        (work / "tenants.yaml").write_text(json.dumps(config))
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FRANKLI_"))}
+        self.env.update(
+            {
+                "AIRFLOW_HOME": str(work / "airflow"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "FRANKLI_SYNC_CONFIG": str(work / "tenants.yaml"),
+                "GX_ANALYTICS_ENABLED": "False",
+                "AIRFLOW_CONN_MSGRAPH_BENCH": json.dumps(
+                    {
+                        "conn_type": "msgraph",
+                        "login": "bench-client",
+                        "password": "bench-secret",
+                        "extra": {
+                            "tenant_id": "bench-tenant",
+                            "base_url": base_url,
+                            "allowed_hosts": "graph.microsoft.com",
+                        },
+                    }
+                ),
+                "AIRFLOW_CONN_FRANKLI_BENCH": json.dumps(
+                    {"conn_type": "generic", "extra": {"sqlalchemy_url": frankli}}
+                ),
+                "AIRFLOW_CONN_BENCH_STAGING": json.dumps(
+                    {"conn_type": "generic", "extra": {"sqlalchemy_url": staging}}
+                ),
+            }
         )
-        assert process.stdout is not None
-        for raw in process.stdout:
-            line = raw.decode(errors="replace")
-            out.write(line)
-            match = TASK_LINE.search(line)
-            if match:  # durations from the log's own timestamps
-                stamp, kind, task = match.groups()
-                at = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-                if kind == "starting":
-                    marks[task] = at
-                elif task in marks:
-                    durations[task] = at - marks[task]
-        code = process.wait()
-    if code != 0:
-        raise SystemExit(f"DAG run failed; see {log}")
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return time.monotonic() - started, durations, peak_kib
+
+    def run(self, scenario: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.runs += 1
+        run_id = f"bench__{self.runs}_{scenario}"
+        tasks: dict[str, float] = {}
+        peak = 0
+        started = time.monotonic()
+        for task in TASKS:
+            measured = child(["task", task, run_id, json.dumps(params or {})], self.env)
+            tasks[task] = measured["seconds"]
+            peak = max(peak, measured["peak_rss_mib"])
+        wall = time.monotonic() - started
+        row = {"users": self.users, "backend": self.backend, "scenario": scenario, "wall_s": wall, "tasks_s": tasks}
+        row.update(peak_rss_mib=peak, load=os.getloadavg()[0])
+        print(json.dumps({**row, "tasks_s": {k: round(v, 1) for k, v in tasks.items()}, "wall_s": round(wall, 1)}))
+        return row
+
+    def churn(self, share: float, seed: int) -> dict[str, list[str]]:
+        request = urllib.request.Request(
+            self.base_url.replace("/v1.0", "/_emulator/day2"),
+            data=json.dumps({"seed": seed, "share": share}).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=600) as response:
+            return json.load(response)
+
+    def upn(self, object_id: str) -> str:
+        with urllib.request.urlopen(f"{self.base_url}/users/{object_id}?$select=userPrincipalName", timeout=60) as r:
+            return json.load(r)["userPrincipalName"]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--users", type=int, nargs="+", default=[100_000])
-    parser.add_argument("--frankli-postgres", metavar="URL", help="SQLAlchemy URL of a PostgreSQL database")
-    options = parser.parse_args()
-    rows = []
-    for users in options.users:
-        shutil.rmtree(WORK, ignore_errors=True)
-        (WORK / "airflow").mkdir(parents=True)
-        emulator, base_url = start_emulator(users, seed=42)
+def measure_size(users: int, backends: list[str], scenarios: list[str], seed: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for backend in backends:
+        emulator, base_url = start_emulator(users, seed=seed)  # a fresh directory per backend
         try:
-            env = demo_env(base_url, WORK / "frankli.db")
-            backend = "SQLite"
-            if options.frankli_postgres:
-                backend = "PostgreSQL"
-                url = fresh_postgres_schema(options.frankli_postgres)
-                env["AIRFLOW_CONN_FRANKLI_CONTOSO"] = json.dumps(
-                    {"conn_type": "generic", "extra": {"sqlalchemy_url": url}}
-                )
-            env["AIRFLOW_HOME"] = str(WORK / "airflow")
-            config = WORK / "tenants.yaml"
-            config.write_text((REPO / "config" / "tenants.demo.yaml").read_text().replace("../reports", "reports"))
-            env["FRANKLI_SYNC_CONFIG"] = str(config)
-            subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, check=True)
-            for day in ("day 1", "day 2"):
-                if day == "day 2":
-                    request = urllib.request.Request(
-                        base_url.replace("/v1.0", "/_emulator/day2"), data=b"{}", method="POST"
-                    )
-                    urllib.request.urlopen(request, timeout=120).read()
-                # Day 2 archives ~2% of the tenant: above the deletion guard's 500 at 100k users, so it is
-                # run the way an admin would after reading the guard's message.
-                conf = '{"allow_mass_archive": true}' if day == "day 2" else "{}"
-                seconds, tasks, peak = timed_run(env, WORK / f"{day.replace(' ', '')}.log", conf)
-                row = (users, backend, day, seconds, tasks, peak)
-                rows.append(row)
-                print(
-                    json.dumps(
-                        {
-                            "users": users,
-                            "frankli_db": backend,
-                            "run": day,
-                            "wall_s": round(seconds, 1),
-                            "peak_rss_mib": peak // 1024,
-                            "tasks_s": {k: round(v, 1) for k, v in tasks.items()},
-                        }
-                    )
-                )
+            with tempfile.TemporaryDirectory(prefix="frankli-bench-") as work:
+                bench = Bench(users, backend, base_url, Path(work))
+                if backend == backends[0]:
+                    floor = child(["floor", base_url, POSTGRES], bench.env)
+                    rows.append(
+                        {"users": users, "backend": "PostgreSQL", "scenario": "floor", "wall_s": floor["seconds"],
+                         "tasks_s": {}, "peak_rss_mib": floor["peak_rss_mib"], "load": os.getloadavg()[0]}
+                    )  # fmt: skip
+                    print(json.dumps({"floor": rows[-1]}))
+                rows.append(bench.run("initial"))
+                if "no_change" in scenarios:
+                    rows.append(bench.run("no_change"))
+                if {"only_user", "delta_1pct"} & set(scenarios):
+                    changes = bench.churn(0.01, seed=7)
+                    if "only_user" in scenarios:
+                        rows.append(bench.run("only_user", {"only_user": bench.upn(changes["title_changed"][0])}))
+                    if "delta_1pct" in scenarios:
+                        row = bench.run("delta_1pct")
+                        row["changed"] = sum(len(v) for v in changes.values() if isinstance(v, list))
+                        rows.append(row)
         finally:
             emulator.terminate()
-            emulator.wait(timeout=30)
-    write_results(rows)
-    return 0
+            emulator.wait(timeout=60)
+    return rows
 
 
-def fresh_postgres_schema(url: str, schema: str = "frankli_benchmark") -> str:
+def airflow_startup(work: Path) -> float:
+    """Median wall time of `airflow dags test` of a one-task DAG: what Airflow costs before any project code."""
+    dags = work / "dags"
+    dags.mkdir(parents=True)
+    (dags / "noop.py").write_text(
+        "from datetime import datetime\nfrom airflow.sdk import dag, task\n\n\n"
+        "@dag(schedule=None, start_date=datetime(2026, 1, 1))\ndef bench_noop():\n"
+        "    @task\n    def noop():\n        return 1\n\n    noop()\n\n\nbench_noop()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(AIRFLOW_HOME=str(work / "airflow"), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+               AIRFLOW__CORE__LOAD_EXAMPLES="False")  # fmt: skip
+    subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, check=True)
+    times = []
+    for _ in range(3):
+        started = time.monotonic()
+        subprocess.run([str(BIN / "airflow"), "dags", "test", "bench_noop"], env=env, capture_output=True, check=True)
+        times.append(time.monotonic() - started)
+    return sorted(times)[1]
+
+
+def fresh_postgres_schema(url: str, schema: str) -> str:
     """Drop and create `schema` in the database at `url`; the URL of a connection that uses it."""
     from sqlalchemy import create_engine, text
 
@@ -134,24 +260,89 @@ def fresh_postgres_schema(url: str, schema: str = "frankli_benchmark") -> str:
     return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
 
 
-def write_results(rows: list[tuple]) -> None:
-    RESULTS.parent.mkdir(exist_ok=True)
-    if not RESULTS.exists():
-        RESULTS.write_text(
-            "# Benchmark results\n\n`make benchmark` (scripts/benchmark.py): whole `airflow dags test` runs on "
-            "embedded defaults (SQLite staging, Frankli DB on SQLite or PostgreSQL, Graph emulator on localhost), "
-            "2 cores.\n\n"
-            "| date | users | Frankli DB | run | wall s | extract | validate | transform | load_upserts "
-            "| load_archives | report | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+# --------------------------------------------------------------------------- the table
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def commit() -> str:
+    git = shutil.which("git") or "git"
+    result = subprocess.run([git, "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run([git, "status", "--porcelain", "--", "include", "dags"], cwd=REPO, capture_output=True,
+                           text=True).stdout.strip()  # fmt: skip
+    return result.stdout.strip() + ("+changes" if dirty else "")
+
+
+COLUMNS = ("date", "label", "commit", "machine", "load", "users", "backend", "scenario", *TASKS, "wall s",
+           "users/s", "x floor", "peak RSS MiB")  # fmt: skip
+HEADER = (
+    "\n## `make bench` (scripts/benchmark.py)\n\n"
+    "Task functions in their own processes (imports included, Airflow's task runner not); wall = the six\n"
+    "tasks one after the other; users/s = tenant size / wall; x floor = wall / the floor of the same run\n"
+    "(every `/users/delta` page fetched + raw rows COPY'd into PostgreSQL); peak RSS = the largest task\n"
+    "process. `airflow dags test` of a one-task DAG is Airflow's own start-up per run, not in these rows.\n\n"
+    + "| "
+    + " | ".join(COLUMNS)
+    + " |\n"
+    + "|---" * len(COLUMNS)
+    + "|\n"
+)
+
+
+def write_results(rows: list[dict[str, Any]], label: str, startup: float | None) -> None:
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    if "## `make bench`" not in text:
+        text += HEADER
+    floors = {r["users"]: r["wall_s"] for r in rows if r["scenario"] == "floor"}
+    stamp, where, ref = f"{datetime.now(UTC):%Y-%m-%d %H:%M}", machine(), commit()
+    lines = []
+    for r in rows:
+        cells = " | ".join(f"{r['tasks_s'][t]:.1f}" if t in r["tasks_s"] else "" for t in TASKS)
+        ratio = f"{r['wall_s'] / floors[r['users']]:.1f}" if r["users"] in floors and r["scenario"] != "floor" else ""
+        lines.append(
+            f"| {stamp} | {label} | {ref} | {where} | {r['load']:.2f} | {r['users']:,} | {r['backend']} | "
+            f"{r['scenario']} | {cells} | {r['wall_s']:.1f} | {r['users'] / r['wall_s']:,.0f} | {ratio} | "
+            f"{r['peak_rss_mib']} |"
         )
-    tasks = ("extract", "validate", "transform", "load_upserts", "load_archives", "report")
-    with RESULTS.open("a") as out:
-        for users, backend, day, seconds, durations, peak in rows:
-            cells = " | ".join(f"{durations.get(t, 0):.1f}" for t in tasks)
-            out.write(
-                f"| {datetime.now(UTC):%Y-%m-%d} | {users:,} | {backend} | {day} | {seconds:.1f} | {cells} "
-                f"| {peak // 1024} |\n"
-            )
+    if startup is not None:
+        what = "`airflow dags test` of a one-task DAG (median of 3)"
+        lines.append(
+            f"| {stamp} | {label} | {ref} | {where} | {os.getloadavg()[0]:.2f} | | Airflow | {what} "
+            f"|{' |' * len(TASKS)} {startup:.1f} | | | |"
+        )
+    RESULTS.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+
+
+def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        kind, *args = sys.argv[2:]
+        run_task(*args) if kind == "task" else run_floor(*args)
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--backends", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"])
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--label", default="", help="a word for the table, e.g. before / after")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--no-airflow", action="store_true", help="skip measuring Airflow's own start-up")
+    options = parser.parse_args()
+    for users in options.users:  # each size's rows are written as soon as they are measured
+        write_results(measure_size(users, options.backends, options.scenarios, options.seed), options.label, None)
+    if not options.no_airflow:
+        with tempfile.TemporaryDirectory(prefix="frankli-bench-airflow-") as work:
+            write_results([], options.label, airflow_startup(Path(work)))
+    print(f"results appended to {RESULTS}")
+    return 0
 
 
 if __name__ == "__main__":

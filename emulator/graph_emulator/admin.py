@@ -1,6 +1,7 @@
 """The /_emulator/* endpoints: not Graph; they drive demos and tests from outside the process.
 
-- POST   /_emulator/day2                   apply the scripted day-2 churn ({"seed": n} optional)
+- POST   /_emulator/day2                   apply the scripted day-2 churn ({"seed": n, "share": 0.01} optional;
+                                           share: the part of the tenant to change, default day 2's ~6.9%)
 - GET    /_emulator/stats                  users, groups, requests, faults injected
 - GET    /_emulator/faults                 the current fault plan (null when none)
 - POST   /_emulator/faults                 set a fault plan (FaultPlan JSON)
@@ -34,10 +35,13 @@ def _json_body(body: bytes) -> Any:
 def day2(emulator: GraphEmulator, body: bytes) -> dict[str, Any]:
     options = _json_body(body)
     seed = options.get("seed", 2) if isinstance(options, dict) else None
+    share = options.get("share") if isinstance(options, dict) else None
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise bad_request('Body must be {"seed": <integer>} or empty.')
+        raise bad_request('Body must be {"seed": <integer>, "share": <0..1>} or empty.')
+    if share is not None and (isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1):
+        raise bad_request('"share" must be a number above 0 and at most 1 (the part of the tenant to change).')
     try:
-        return apply_day2(emulator.tenant, seed=seed).to_dict()
+        return apply_day2(emulator.tenant, seed=seed, share=share).to_dict()
     except ValueError as error:
         raise bad_request(str(error)) from error
 

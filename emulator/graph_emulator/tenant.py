@@ -448,8 +448,26 @@ class _Pool:
         return list(self._ids)
 
 
-def apply_day2(tenant: Tenant, seed: int = 2) -> ChangeSet:
+# Day 2's share of the tenant per category; together ~6.9% of the users change.
+DAY2_SHARES = {
+    "deleted": 0.01,
+    "cleared": 0.005,
+    "disabled": 0.01,
+    "department_moved": 0.01,
+    "title_changed": 0.01,
+    "whitespace_cleared": 0.002,
+    "renamed": 0.002,
+    "hired": 0.02,
+}
+DAY2_TOTAL_SHARE = sum(DAY2_SHARES.values())
+
+
+def apply_day2(tenant: Tenant, seed: int = 2, share: float | None = None) -> ChangeSet:
     """Apply a scripted day of directory churn and report exactly which users changed how.
+
+    `share`: the part of the tenant to change in all (e.g. 0.01 for a 1% churn), split across the
+    categories in day 2's proportions, at least one user each; None is day 2 as scripted
+    (~6.9%, at least two users per category).
 
     Targets are valid members only (so each change is the only thing special about them),
     never the CEO, and disjoint across categories. Deleted users manage nobody so the
@@ -460,20 +478,25 @@ def apply_day2(tenant: Tenant, seed: int = 2) -> ChangeSet:
     with tenant.batch(), _gc_paused():
         users = tenant.stored_users()  # read-only snapshot: copying a million users would double memory
         n = len(users)
+        scale = 1.0 if share is None else share / DAY2_TOTAL_SHARE
+
+        def count(category: str, minimum: int = 2) -> int:
+            return max(minimum if share is None else 1, round(n * DAY2_SHARES[category] * scale))
+
         managing = set(tenant.managers.values())
         valid = [i for i, u in users.items() if Tenant.is_valid_member(u) and tenant.manager_of(i)]
         changes = ChangeSet()
 
         pool = _Pool([i for i in valid if i not in managing], rng)
-        changes.deleted = pool.take(max(2, round(n * 0.01)), "deleted")
+        changes.deleted = pool.take(count("deleted"), "deleted")
         deleted = set(changes.deleted)  # hoisted: built per candidate it made day 2 quadratic
         pool = _Pool([i for i in valid if i not in deleted], rng)
-        changes.cleared = pool.take(max(2, round(n * 0.005)), "cleared", lambda i: bool(users[i]["mobilePhone"]))
-        changes.disabled = pool.take(max(2, round(n * 0.01)), "disabled")
-        changes.department_moved = pool.take(max(3, round(n * 0.01)), "department_moved")
-        changes.title_changed = pool.take(max(3, round(n * 0.01)), "title_changed")
-        changes.whitespace_cleared = pool.take(max(1, round(n * 0.002)), "whitespace_cleared")
-        changes.renamed = pool.take(max(1, round(n * 0.002)), "renamed")
+        changes.cleared = pool.take(count("cleared"), "cleared", lambda i: bool(users[i]["mobilePhone"]))
+        changes.disabled = pool.take(count("disabled"), "disabled")
+        changes.department_moved = pool.take(count("department_moved", 3), "department_moved")
+        changes.title_changed = pool.take(count("title_changed", 3), "title_changed")
+        changes.whitespace_cleared = pool.take(count("whitespace_cleared", 1), "whitespace_cleared")
+        changes.renamed = pool.take(count("renamed", 1), "renamed")
         hiring_managers = pool.remaining
         if not hiring_managers:
             raise ValueError("tenant too small for day 2: no untouched valid member to hire under")
@@ -512,7 +535,7 @@ def apply_day2(tenant: Tenant, seed: int = 2) -> ChangeSet:
                 mail=address,
             )
 
-        changes.hired = _hire(tenant, rng, addresses, users, hiring_managers, max(2, round(n * 0.02)))
+        changes.hired = _hire(tenant, rng, addresses, users, hiring_managers, count("hired"))
     return changes
 
 
