@@ -501,3 +501,13 @@ def test_count_transitive_users_matches_the_flattened_members() -> None:
     assert tenant.count_transitive_users(all_staff) == before - 1
     with pytest.raises(KeyError):
         tenant.count_transitive_users("no-such-group")
+
+
+def test_day2_share_changes_that_part_of_the_tenant_in_day2_proportions() -> None:
+    """`share` scales day 2 (for the 1% run of `make bench`): every category keeps at least one user."""
+    changes = apply_day2(generate_tenant(10_000, seed=9), seed=4, share=0.01)
+    counts = {name: len(ids) for name, ids in changes.categories().items()}
+    assert 90 <= sum(counts.values()) <= 110, counts
+    assert counts["hired"] > counts["deleted"] >= counts["cleared"] >= counts["renamed"] >= 1
+    tiny = apply_day2(generate_tenant(600, seed=9), seed=4, share=0.001)
+    assert all(len(ids) == 1 for ids in tiny.categories().values())
