@@ -115,9 +115,11 @@ class Bench:
     def __init__(self, users: int, backend: str, base_url: str, work: Path) -> None:
         self.users, self.backend, self.base_url, self.work = users, backend, base_url, work
         self.runs = 0
+        # Schemas of this process only (two benchmarks may run at once), dropped by `close`.
+        self.schemas = [f"bench_frankli_{os.getpid()}", f"bench_staging_{os.getpid()}"]
         if backend == "postgres":
-            frankli = fresh_postgres_schema(POSTGRES, "bench_frankli")
-            staging = fresh_postgres_schema(POSTGRES, "bench_staging")
+            frankli = fresh_postgres_schema(POSTGRES, self.schemas[0])
+            staging = fresh_postgres_schema(POSTGRES, self.schemas[1])
         else:
             frankli, staging = f"sqlite:///{work / 'frankli.db'}", f"sqlite:///{work / 'staging.db'}"
         config = {
@@ -189,6 +191,16 @@ class Bench:
         with urllib.request.urlopen(request, timeout=600) as response:
             return json.load(response)
 
+    def close(self) -> None:
+        if self.backend == "postgres":
+            from sqlalchemy import create_engine, text
+
+            engine = create_engine(POSTGRES)
+            with engine.begin() as connection:
+                for schema in self.schemas:
+                    connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            engine.dispose()
+
     def upn(self, object_id: str) -> str:
         with urllib.request.urlopen(f"{self.base_url}/users/{object_id}?$select=userPrincipalName", timeout=60) as r:
             return json.load(r)["userPrincipalName"]
@@ -198,9 +210,11 @@ def measure_size(users: int, backends: list[str], scenarios: list[str], seed: in
     rows: list[dict[str, Any]] = []
     for backend in backends:
         emulator, base_url = start_emulator(users, seed=seed)  # a fresh directory per backend
+        closing: list[Bench] = []
         try:
             with tempfile.TemporaryDirectory(prefix="frankli-bench-") as work:
                 bench = Bench(users, backend, base_url, Path(work))
+                closing.append(bench)
                 if backend == backends[0]:
                     floor = child(["floor", base_url, POSTGRES], bench.env)
                     rows.append(
@@ -220,6 +234,8 @@ def measure_size(users: int, backends: list[str], scenarios: list[str], seed: in
                         row["changed"] = sum(len(v) for v in changes.values() if isinstance(v, list))
                         rows.append(row)
         finally:
+            for bench in closing:
+                bench.close()
             emulator.terminate()
             emulator.wait(timeout=60)
     return rows
@@ -299,8 +315,8 @@ HEADER = (
 )
 
 
-def write_results(rows: list[dict[str, Any]], label: str, startup: float | None) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+def write_results(rows: list[dict[str, Any]], label: str, startup: float | None, results: Path = RESULTS) -> None:
+    text = results.read_text() if results.exists() else "# Benchmark results\n"
     if "## `make bench`" not in text:
         text += HEADER
     floors = {r["users"]: r["wall_s"] for r in rows if r["scenario"] == "floor"}
@@ -320,7 +336,7 @@ def write_results(rows: list[dict[str, Any]], label: str, startup: float | None)
             f"| {stamp} | {label} | {ref} | {where} | {os.getloadavg()[0]:.2f} | | Airflow | {what} "
             f"|{' |' * len(TASKS)} {startup:.1f} | | | |"
         )
-    RESULTS.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+    results.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
 
 
 def main() -> int:
@@ -335,13 +351,15 @@ def main() -> int:
     parser.add_argument("--label", default="", help="a word for the table, e.g. before / after")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-airflow", action="store_true", help="skip measuring Airflow's own start-up")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the table to append to")
     options = parser.parse_args()
     for users in options.users:  # each size's rows are written as soon as they are measured
-        write_results(measure_size(users, options.backends, options.scenarios, options.seed), options.label, None)
+        rows = measure_size(users, options.backends, options.scenarios, options.seed)
+        write_results(rows, options.label, None, options.results)
     if not options.no_airflow:
         with tempfile.TemporaryDirectory(prefix="frankli-bench-airflow-") as work:
-            write_results([], options.label, airflow_startup(Path(work)))
-    print(f"results appended to {RESULTS}")
+            write_results([], options.label, airflow_startup(Path(work)), options.results)
+    print(f"results appended to {options.results}")
     return 0
 
 

@@ -109,7 +109,10 @@ def print_summary(day: str, report_path: Path, seconds: float) -> dict:
         f"{(report['deletion_guard'] or {}).get('message', 'n/a')}"
     )
     print(f"  run report:        {report_path.parent / 'index.html'}")
-    print(f"  validation report: {report['validation']['docs_index']}")
+    basis = report.get("basis") or {}
+    print(f"  planned:           {basis.get('mode', 'n/a')} ({basis.get('reason', '')})")
+    docs = report["validation"]["docs_index"] or "none (incremental runs validate their participants without Data Docs)"
+    print(f"  validation report: {docs}")
     return report
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
+from frankli_sync import incremental
 from frankli_sync.config import SyncConfig, TenantConfig, load_config
 from frankli_sync.connections import engine_for, staging_engine
 from frankli_sync.errors import SyncStopped
+from frankli_sync.incremental import Basis, Focus
 from frankli_sync.plan import FrankliState, Plan, PlanOptions, plan_user_changes
 from frankli_sync.report import plan_document, run_directory, write_run_report
 from frankli_sync.sinks.database import (
@@ -35,13 +38,24 @@ from frankli_sync.sinks.database import (
     applied_snapshot,
     apply_archives,
     apply_upserts,
+    frankli_mark,
     organisation_transaction,
     read_state,
+    read_state_of,
     record_applied_snapshot,
 )
 from frankli_sync.sinks.schema import users
 from frankli_sync.staging import SnapshotMissing, Staging
-from frankli_sync.transform import OUT_OF_SCOPE, desired_users, email_key_of, scope_status
+from frankli_sync.sync_record import SyncRecord, carried_findings, quarantine_entries
+from frankli_sync.transform import (
+    OUT_OF_SCOPE,
+    QUARANTINED,
+    desired_users,
+    email_fold_of,
+    email_key,
+    email_key_of,
+    scope_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +113,10 @@ class RunContext:
             params=RunParams.from_mapping(params),
             staging=Staging(staging_engine(config.staging_conn_id)),
         )
+
+    @cached_property
+    def record(self) -> SyncRecord:
+        return SyncRecord(self.staging.engine)
 
     @property
     def run_dir(self) -> Path:
@@ -176,50 +194,94 @@ def staged_users(ctx: RunContext, run_id: str) -> pd.DataFrame:
 
 
 def validate(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Run the GX suite on the in-scope staged users; quarantine failing rows; stop above the threshold."""
+    """Run the GX suite on the in-scope staged users; quarantine failing rows; stop above the threshold.
+
+    An incremental run (`incremental.basis`) validates its participants only and carries the
+    other users' quarantines over from the record; it and `only_user` runs evaluate the suite
+    in pandas (`validation.evaluate_in_pandas`, GX's verdicts) without Data Docs.
+    """
     from frankli_sync.sinks.schema import frankli_field_lengths
     from frankli_sync.validation import ValidationSettings, validate_users
 
     ctx = RunContext.open(tenant_name, run_id, params)
-    staged = staged_users(ctx, run_id)
+    basis, focus = _basis(ctx)
+    staged = focus.staged if focus else staged_users(ctx, run_id)
     in_scope = staged[scope_status(staged, ctx.tenant.scope) != OUT_OF_SCOPE]
     settings = ValidationSettings(
         required_fields=ctx.tenant.validation.required_columns,
         warn_fields=ctx.tenant.validation.warn_columns,
         max_lengths=frankli_field_lengths(ctx.tenant.mapping),
     )
+    # GX with Data Docs for full runs; the same suite in pandas where a GX context would cost more than the
+    # run (an incremental run's participants, an only_user run).
+    light = focus is not None or bool(ctx.params.only_user)
     outcome = validate_users(
-        in_scope.reset_index(drop=True), settings, docs_dir=ctx.run_dir / "validation", run_name=run_id
+        in_scope.reset_index(drop=True),
+        settings,
+        docs_dir=None if light else ctx.run_dir / "validation",
+        run_name=run_id,
+        engine="pandas" if light else "gx",
     )
+    quarantined = outcome.quarantined.to_dict("records")
+    checked = in_scope_total = outcome.checked
+    if focus:
+        carried, in_scope_total = _carried_quarantines(ctx, focus, outcome.checked)
+        quarantined = carried + quarantined
+    failed_share = len(quarantined) / in_scope_total if in_scope_total else 0.0
     threshold = ctx.tenant.thresholds.max_invalid_share
-    exceeded = outcome.failed_share > threshold
+    exceeded = failed_share > threshold
     ctx.staging.save_document(
         ctx.tenant.name,
         run_id,
         "validation",
         {
-            "checked": outcome.checked,
-            "quarantined": outcome.quarantined.to_dict("records"),
+            "checked": checked,
+            "in_scope": in_scope_total,
+            "basis": basis.document(),
+            "quarantined": quarantined,
             "warnings": outcome.warnings.to_dict("records"),
             "statistics": outcome.statistics,
-            "failed_share": outcome.failed_share,
+            "failed_share": failed_share,
             "threshold": threshold,
             "threshold_exceeded": exceeded,
             "docs_index": str(outcome.docs_index) if outcome.docs_index else None,
         },
     )
     summary = {
-        "checked": outcome.checked,
-        "quarantined": len(outcome.quarantined),
-        "failed_share": round(outcome.failed_share, 4),
+        "checked": checked,
+        "quarantined": len(quarantined),
+        "failed_share": round(failed_share, 4),
     }
+    log.info("tenant %s run %s validated %s users (%s: %s)", tenant_name, run_id, checked, basis.mode, basis.reason)
     if exceeded:
         raise ValidationThresholdExceeded(
-            f"{len(outcome.quarantined)} of {outcome.checked} users ({outcome.failed_share:.1%}) fail validation, "
+            f"{len(quarantined)} of {in_scope_total} users ({failed_share:.1%}) fail validation, "
             f"above tenants[{tenant_name}].thresholds.max_invalid_share = {threshold:.1%}; nothing is loaded. "
             f"See the validation report {outcome.docs_index or ctx.run_dir}"
         )
     return summary
+
+
+def _basis(ctx: RunContext) -> tuple[Basis, Focus | None]:
+    """How this run plans; with the participants when it is incremental."""
+    basis = incremental.basis(
+        ctx.staging, ctx.record, ctx.tenant, ctx.run_id, ctx.params.full_sync, bool(ctx.params.only_user)
+    )
+    if basis.mode != "incremental":
+        return basis, None
+    focus = incremental.focus(ctx.staging, ctx.record, ctx.tenant, ctx.run_id)
+    if focus is None:
+        return Basis("full", f"the changes touch over {incremental.MAX_SHARE:.0%} of the tenant"), None
+    return basis, focus
+
+
+def _carried_quarantines(ctx: RunContext, focus: Focus, checked: int) -> tuple[list[dict[str, Any]], int]:
+    """The record's quarantines of users this run does not validate, and the tenant's in-scope count."""
+    held = ctx.record.in_states(ctx.tenant.name, ["quarantined"])
+    carried = quarantine_entries(held[~held["object_id"].isin(focus.participants)])
+    counts = ctx.record.counts(ctx.tenant.name)
+    before = int((focus.record["state"] != OUT_OF_SCOPE).sum())
+    return carried, sum(n for state, n in counts.items() if state != OUT_OF_SCOPE) - before + checked
 
 
 # --- transform (plan) ------------------------------------------------------------------------
@@ -229,17 +291,59 @@ def transform(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = 
     """Entra rows → desired Frankli users → the plan against Frankli's current state (read-only)."""
     ctx = RunContext.open(tenant_name, run_id, params)
     with ctx.frankli() as (connection, org_id):
-        plan = compute_plan(ctx, read_state(connection, org_id))
+        planned = compute_plan(ctx, connection, org_id)
         connection.rollback()  # planning writes nothing
-    document = plan_document(plan, full=ctx.params.dry_run)
+    document = plan_document(planned.plan, full=ctx.params.dry_run)
+    document["basis"] = planned.basis.document()
     ctx.staging.save_document(ctx.tenant.name, run_id, "plan", document)
+    log.info("tenant %s run %s planned %s (%s)", tenant_name, run_id, planned.basis.mode, planned.basis.reason)
     return document["counts"]
 
 
-def compute_plan(ctx: RunContext, state: FrankliState) -> Plan:
-    """The plan for this run against `state` (pure given the staged inputs)."""
+@dataclass(frozen=True)
+class Planned:
+    """A plan with what it was computed from: the planned users' staged rows and desired rows."""
+
+    plan: Plan
+    basis: Basis
+    staged: pd.DataFrame
+    desired: pd.DataFrame  # aligned with `staged`
+    participants: frozenset[str] | None = None  # incremental: the users the plan is about
+    removed: frozenset[str] = frozenset()
+
+
+def compute_plan(ctx: RunContext, connection: Connection, org_id: int, mark: str | None = None) -> Planned:
+    """The plan for this run against the organisation as `connection` sees it (pure given the inputs).
+
+    Incremental when validation planned the run so, the record still describes the same run
+    and Frankli holds what the sync last left there (`mark`, `frankli_mark`); in full otherwise,
+    or when the subset's plan reaches outside it.
+    """
+    ctx.staging.require_complete(ctx.tenant.name, ctx.run_id)
+    validation = _validation(ctx)
+    recorded = validation.get("basis") or {}
+    state = ctx.record.state(ctx.tenant.name) or {}
+    same_record = recorded.get("record_run") == state.get("run_id")
+    if recorded.get("mode") == "incremental" and same_record:
+        mark = mark or frankli_mark(connection, org_id)
+        if mark == state.get("frankli_mark"):
+            planned = _plan_incremental(ctx, connection, org_id, validation, Basis(**recorded))
+            if isinstance(planned, Planned):
+                return planned
+            reason = planned
+        else:
+            reason = "Frankli changed behind the sync since the recorded run (an admin's edit, or a load not recorded)"
+        basis = Basis("full", reason)
+    elif recorded.get("mode") == "incremental":
+        basis = Basis("full", "the record changed since validation")
+    else:
+        basis = Basis("full", recorded.get("reason") or "validated in full")
+    return _plan_full(ctx, read_state(connection, org_id), validation, basis)
+
+
+def _plan_full(ctx: RunContext, state: FrankliState, validation: Mapping[str, Any], basis: Basis) -> Planned:
     staged = staged_users(ctx, ctx.run_id)
-    quarantined = {q["object_id"] for q in _validation(ctx)["quarantined"] if q.get("object_id")}
+    quarantined = {q["object_id"] for q in validation["quarantined"] if q.get("object_id")}
     desired = desired_users(staged, ctx.tenant.mapping, ctx.tenant.scope, quarantined)
     previous = None
     last = ctx.staging.last_synced(ctx.tenant.name, ctx.run_id)
@@ -251,7 +355,46 @@ def compute_plan(ctx: RunContext, state: FrankliState) -> Plan:
             previous = None
     deleted = frozenset(ctx.staging.removed_ids(ctx.tenant.name, ctx.run_id))
     options = PlanOptions(mapping=ctx.tenant.mapping, only_user=ctx.params.only_user, deleted_ids=deleted)
-    return plan_user_changes(desired, state, options, previous=previous)
+    plan = plan_user_changes(desired, state, options, previous=previous)
+    return Planned(plan, basis, staged, desired, removed=deleted)
+
+
+def _plan_incremental(
+    ctx: RunContext, connection: Connection, org_id: int, validation: Mapping[str, Any], basis: Basis
+) -> Planned | str:
+    """The plan of the participants, against the part of Frankli they can meet; or why to plan in full."""
+    name, tenant = ctx.tenant.name, ctx.tenant
+    focus = incremental.focus(ctx.staging, ctx.record, tenant, ctx.run_id)
+    if focus is None:
+        return f"the changes touch over {incremental.MAX_SHARE:.0%} of the tenant"
+    own = desired_users(focus.staged, tenant.mapping, tenant.scope)
+    emails = own["email"] if "email" in own else own["upn_key"]
+    keys = set(own["upn_key"].dropna()) | set(email_key(emails).dropna())
+    keys |= {email_fold_of(v) for v in emails.dropna()} - {None}
+    state = read_state_of(connection, org_id, focus.participants | focus.context, keys)
+    linked = set(state.users["external_id"].dropna()) - focus.participants
+    context = ctx.staging.rows_of(name, ctx.run_id, focus.context | linked)
+    known = ctx.record.rows(name, context["object_id"].dropna())
+    held_back = {q["object_id"] for q in validation["quarantined"] if q.get("object_id")}
+    held_back |= set(known.loc[known["state"] == QUARANTINED, "object_id"])
+    staged = pd.concat([focus.staged, context], ignore_index=True)
+    desired = desired_users(staged, tenant.mapping, tenant.scope, held_back)
+    previous = desired_users(ctx.staging.rows_of(name, basis.record_run, focus.participants), tenant.mapping,
+                             tenant.scope)  # fmt: skip
+    options = PlanOptions(mapping=tenant.mapping, deleted_ids=frozenset(focus.removed))
+    plan = plan_user_changes(desired, state, options, previous=previous)
+    outside = incremental.reaches_outside(plan, focus.participants, state.entities)
+    if outside:
+        return outside
+    mine = len(focus.staged)
+    return Planned(
+        incremental.restrict(plan, focus.participants, carried_findings(ctx.record.with_findings(name))),
+        basis,
+        focus.staged,
+        desired.iloc[:mine].reset_index(drop=True),
+        participants=focus.participants,
+        removed=frozenset(focus.removed),
+    )
 
 
 def _validation(ctx: RunContext) -> dict[str, Any]:
@@ -286,13 +429,16 @@ def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None
         newer = _superseded_by(ctx, connection, org_id)
         if newer:
             return newer
-        plan = compute_plan(ctx, read_state(connection, org_id))
+        before = frankli_mark(connection, org_id)
+        plan = compute_plan(ctx, connection, org_id, before).plan
         planned = time.monotonic()
         counts = apply_upserts(
             connection, org_id, plan, run_id, ctx.clock(), quarantined=_quarantine_entries(ctx, plan)
         )
         if not ctx.params.only_user:
             record_applied_snapshot(connection, org_id, ctx.clock())
+        after = frankli_mark(connection, org_id)
+    ctx.record.advance_mark(ctx.tenant.name, before, after)
     if not ctx.params.only_user:
         ctx.staging.mark_synced(ctx.tenant.name, run_id)
     log.info(
@@ -315,7 +461,9 @@ def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | Non
         newer = _superseded_by(ctx, connection, org_id)
         if newer:
             return newer
-        plan = compute_plan(ctx, read_state(connection, org_id))
+        before = frankli_mark(connection, org_id)
+        planned = compute_plan(ctx, connection, org_id, before)
+        plan = planned.plan
         synced = connection.execute(
             select(func.count()).where(
                 users.c.organisation_id == org_id, users.c.external_id.is_not(None), users.c.status != "archived"
@@ -326,7 +474,33 @@ def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | Non
         if guard["blocked"]:
             raise DeletionGuardTriggered(guard["message"])
         archived = apply_archives(connection, org_id, plan.archives, run_id, ctx.clock())
+        after = frankli_mark(connection, org_id)
+    if ctx.params.only_user:
+        ctx.record.advance_mark(ctx.tenant.name, before, after)
+    else:
+        _record(ctx, planned, after)
+    log.info("archives for tenant %s run %s planned %s", tenant_name, run_id, planned.basis.mode)
     return {"archive": archived}
+
+
+def _record(ctx: RunContext, planned: Planned, mark: str) -> None:
+    """After both loads: what this run left each user as, for the next run to plan against."""
+    validation = _validation(ctx)
+    rows = incremental.record_rows(planned.staged, planned.desired, planned.plan, validation["quarantined"], ctx.tenant)
+    incremental_run = planned.participants is not None
+    saved = ctx.record.save(
+        ctx.tenant.name,
+        ctx.run_id,
+        incremental.fingerprint(ctx.tenant),
+        ctx.clock(),
+        rows,
+        replace=not incremental_run,
+        frankli_mark=mark,
+        dropped=(planned.participants or frozenset()) - set(rows["object_id"]),
+    )
+    if not saved:
+        log.warning("tenant %s run %s: a newer run is already recorded; record left as it is", ctx.tenant.name,
+                    ctx.run_id)  # fmt: skip
 
 
 def _superseded_by(ctx: RunContext, connection: Connection, org_id: int) -> dict[str, Any] | None:

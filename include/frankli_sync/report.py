@@ -116,12 +116,16 @@ def write_run_report(
         "quarantined": quarantined,
         "validation": {
             "checked": validation.get("checked"),
+            # The users the failing share is a share of (incremental runs check fewer: their participants).
+            "in_scope": validation.get("in_scope", validation.get("checked")),
             "failed_share": validation.get("failed_share"),
             "threshold_exceeded": validation.get("threshold_exceeded"),
             "warnings": len(validation.get("warnings", [])),
             "docs_index": validation.get("docs_index"),
         },
         "warnings": list(validation.get("warnings", [])),
+        # How the run planned: incremental (its participants only) or full, and why.
+        "basis": plan.get("basis") or validation.get("basis"),
         "orphaned_references": (plan.get("findings") or {}).get("orphaned_references", []),
         "manager_problems": (plan.get("findings") or {}).get("manager_problems", []),
         "manager_cycles": (plan.get("findings") or {}).get("manager_cycles", []),
@@ -229,7 +233,12 @@ Entity creates are not audited; conflicts are counted as quarantined.</p>{% endi
 <dt>Threshold exceeded</dt><dd>{{ "yes" if s.validation.threshold_exceeded else "no" }}</dd>
 <dt>Users with warnings</dt><dd>{{ s.validation.warnings }}</dd>
 </dl>
-{% if docs %}<p><a href="validation/index.html">Open the validation report (GX Data Docs)</a></p>{% endif %}
+{% if s.basis %}<p class="muted">Planned {{ s.basis.mode }}{% if s.basis.reason %}: {{ s.basis.reason }}{% endif %}.
+{% if s.basis.mode == "incremental" %}Only the users the changes touch were validated and planned; the others
+keep their last outcome.{% endif %}</p>{% endif %}
+{% if docs %}<p><a href="validation/index.html">Open the validation report (GX Data Docs)</a></p>
+{% elif s.basis and s.basis.mode == "incremental" %}<p class="muted">No Data Docs: incremental runs evaluate the
+suite without GX's renderer; full runs write them.</p>{% endif %}
 
 <h2 id="quarantined">Quarantined users ({{ s.quarantined|length }})</h2>
 <p class="muted">Not loaded and not archived: fix them in Entra, the next run picks them up.</p>

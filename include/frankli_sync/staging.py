@@ -119,9 +119,13 @@ staged_users = Table(
     Column("run_id", String(250), nullable=False),
     Column("seq", Integer, nullable=False),
     *(Column(name, _staged_type(name)) for name in STAGED_COLUMNS),
+    # True for rows this run's read delivered, False for rows a delta run copied from its base snapshot:
+    # what an incremental run looks at (NULL: staged before this column existed, read as changed).
+    Column("changed", Boolean),
     Index("ix_staged_users_run", "tenant", "run_id", "seq"),
     # Pages upsert by object id: without this every page's DELETE would scan the whole snapshot.
     Index("ix_staged_users_object", "tenant", "run_id", "object_id"),
+    Index("ix_staged_users_changed", "tenant", "run_id", "changed"),
 )
 
 run_documents = Table(
@@ -144,6 +148,7 @@ class Staging:
         with engine.begin() as connection:
             metadata.create_all(connection, checkfirst=True)
             add_missing_columns(connection, extract_runs)
+            add_missing_columns(connection, staged_users)
 
     @contextmanager
     def extract_lock(self, tenant: str, wait_seconds: float = 3600.0) -> Iterator[None]:
@@ -199,12 +204,13 @@ class Staging:
                 )
             )
             if base_run_id:
-                columns = ["tenant", "run_id", "seq", *STAGED_COLUMNS]
+                columns = ["tenant", "run_id", "seq", *STAGED_COLUMNS, "changed"]
                 copied = select(
                     literal(tenant),
                     literal(run_id),
                     staged_users.c.seq,
                     *(staged_users.c[c] for c in STAGED_COLUMNS),
+                    literal(False),
                 ).where(staged_users.c.tenant == tenant, staged_users.c.run_id == copy_from)
                 connection.execute(insert(staged_users).from_select(columns, copied))
                 if copy_from != base_run_id:
@@ -244,7 +250,10 @@ class Staging:
             if rows:
                 connection.execute(
                     insert(staged_users),
-                    [{"tenant": tenant, "run_id": run_id, "seq": first_seq + i, **r} for i, r in enumerate(rows)],
+                    [
+                        {"tenant": tenant, "run_id": run_id, "seq": first_seq + i, **r, "changed": True}
+                        for i, r in enumerate(rows)
+                    ],
                 )
             if removed:
                 gone = (removed_users.c.tenant == tenant, removed_users.c.run_id == run_id)
@@ -349,21 +358,63 @@ class Staging:
 
     def snapshot(self, tenant: str, run_id: str) -> pd.DataFrame:
         """The run's complete snapshot as a DataFrame of `STAGED_COLUMNS` (object dtype, None for NULL)."""
+        self.require_complete(tenant, run_id)
         with self.engine.connect() as connection:
-            status = connection.execute(
-                select(extract_runs.c.status).where(extract_runs.c.tenant == tenant, extract_runs.c.run_id == run_id)
-            ).scalar_one_or_none()
-            if status != "complete":
-                raise SnapshotMissing(
-                    f"tenant {tenant!r} run {run_id!r} has no complete staged snapshot "
-                    f"(status: {status or 'none'}); clear and re-run its extract task"
-                )
             rows = connection.execute(
                 select(*(staged_users.c[c] for c in STAGED_COLUMNS))
                 .where(staged_users.c.tenant == tenant, staged_users.c.run_id == run_id)
                 .order_by(staged_users.c.seq)
             ).all()
-        return pd.DataFrame({c: pd.Series([r[i] for r in rows], dtype="object") for i, c in enumerate(STAGED_COLUMNS)})
+        return _snapshot_frame(rows)
+
+    def require_complete(self, tenant: str, run_id: str) -> None:
+        """Raise `SnapshotMissing` unless the run's snapshot is complete."""
+        with self.engine.connect() as connection:
+            status = connection.execute(
+                select(extract_runs.c.status).where(extract_runs.c.tenant == tenant, extract_runs.c.run_id == run_id)
+            ).scalar_one_or_none()
+        if status != "complete":
+            raise SnapshotMissing(
+                f"tenant {tenant!r} run {run_id!r} has no complete staged snapshot "
+                f"(status: {status or 'none'}); clear and re-run its extract task"
+            )
+
+    def changed_rows(self, tenant: str, run_id: str) -> pd.DataFrame:
+        """The rows this run's own read delivered (all of a full read; a delta read's changes), in order."""
+        return self._rows(tenant, run_id, staged_users.c.changed.is_not(False)).drop(columns="_seq")
+
+    def changed_ids(self, tenant: str, run_id: str) -> set[str]:
+        """The object ids of `changed_rows`."""
+        with self.engine.connect() as connection:
+            return set(
+                connection.execute(
+                    select(staged_users.c.object_id).where(
+                        staged_users.c.tenant == tenant,
+                        staged_users.c.run_id == run_id,
+                        staged_users.c.changed.is_not(False),
+                    )
+                ).scalars()
+            )
+
+    def rows_of(self, tenant: str, run_id: str, object_ids: Iterable[str]) -> pd.DataFrame:
+        """The run's staged rows of these users (those it holds), in snapshot order."""
+        chunks = _chunks(sorted(set(object_ids)), 2000)
+        frames = [self._rows(tenant, run_id, staged_users.c.object_id.in_(chunk)) for chunk in chunks]
+        if not frames:
+            return _snapshot_frame([])
+        rows = pd.concat(frames, ignore_index=True)
+        return rows.sort_values("_seq", kind="stable").drop(columns="_seq").reset_index(drop=True)
+
+    def _rows(self, tenant: str, run_id: str, condition: Any) -> pd.DataFrame:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(*(staged_users.c[c] for c in STAGED_COLUMNS), staged_users.c.seq)
+                .where(staged_users.c.tenant == tenant, staged_users.c.run_id == run_id, condition)
+                .order_by(staged_users.c.seq)
+            ).all()
+        frame = _snapshot_frame([r[:-1] for r in rows])
+        frame["_seq"] = pd.Series([r[-1] for r in rows], dtype="int64")
+        return frame
 
     def mark_synced(self, tenant: str, run_id: str) -> None:
         with self.engine.begin() as connection:
@@ -507,6 +558,10 @@ def _stageable(tenant: str, row: dict[str, Any]) -> dict[str, Any]:
     if any(isinstance(v, str) and NUL in v for v in row.values()):
         return {k: v.replace(NUL, NUL_MARK) if isinstance(v, str) else v for k, v in row.items()}
     return row
+
+
+def _snapshot_frame(rows: Any) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([r[i] for r in rows], dtype="object") for i, c in enumerate(STAGED_COLUMNS)})
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

@@ -106,7 +106,11 @@ def test_day1_then_day2(make_tenant, frankli_url: str | None) -> None:
     assert report2["counts"]["create"] == len(changes.hired)
     assert report2["counts"]["archive"] == len(changes.disabled) + len(changes.deleted)
     assert report2["counts"]["update"] > 0
-    assert report2["validation"]["docs_index"].endswith("index.html")
+    # Day 1 read in full (GX with Data Docs); day 2 planned incrementally (the suite in pandas, no docs).
+    assert tenant.report(0)["validation"]["docs_index"].endswith("index.html")
+    assert tenant.report(0)["basis"]["mode"] == "full"
+    assert report2["basis"]["mode"] == "incremental", report2["basis"]
+    assert report2["validation"]["docs_index"] is None
 
 
 def test_second_run_without_changes_writes_nothing(make_tenant) -> None:

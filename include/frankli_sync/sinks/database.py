@@ -119,11 +119,96 @@ def record_applied_snapshot(connection: Connection, org_id: int, snapshot_at: da
     connection.execute(update(organisations).where(organisations.c.id == org_id).values(synced_snapshot_at=snapshot_at))
 
 
+def frankli_mark(connection: Connection, org_id: int) -> str:
+    """A digest of aggregates of the organisation's users and entities: changes when anything is written.
+
+    Counts, largest ids, latest update and deletion times, and sums over the reference columns
+    and text lengths: a sync's own loads and a Frankli admin's edits (an archive, a deleted
+    department, a changed manager, an edited name) all move it. An incremental run compares it
+    with the one recorded after the sync's own last write (`incremental`): a difference means
+    Frankli changed behind the sync, and the run plans in full. One scan of each table.
+    """
+
+    def text_length(*columns: Any) -> Any:
+        return sum((func.coalesce(func.length(c), 0) for c in columns), literal(0))
+
+    def reference_sum(*columns: Any) -> Any:
+        return sum((func.coalesce(c, 0) for c in columns), literal(0))
+
+    u = users.c
+    parts: list[Any] = list(
+        connection.execute(
+            select(
+                func.count(),
+                func.max(u.id),
+                func.max(u.updated_at),
+                func.sum(reference_sum(u.manager_id, u.role_id, u.department_id, u.site_id)),
+                func.sum(text_length(u.external_id, u.email, u.first_name, u.last_name, u.status, u.archived_by)),
+            ).where(u.organisation_id == org_id)
+        ).one()
+    )
+    for table in ENTITY_TABLES.values():
+        parts += connection.execute(
+            select(
+                func.count(),
+                func.max(table.c.id),
+                func.count(table.c.deleted_at),
+                func.max(table.c.deleted_at),
+                func.sum(func.length(table.c.name)),
+            ).where(table.c.organisation_id == org_id)
+        ).one()
+    text = json.dumps([_markable(p) for p in parts])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _markable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return aware.isoformat()
+    return None if value is None else int(value) if not isinstance(value, str) else value
+
+
 def read_state(connection: Connection, org_id: int) -> FrankliState:
     """The organisation's users and entities as object-dtype frames (ints stay ints, NULL is None)."""
     user_rows = connection.execute(
         select(*(users.c[c] for c in USER_STATE_COLUMNS)).where(users.c.organisation_id == org_id).order_by(users.c.id)
     )
+    return FrankliState(users=_frame(user_rows, USER_STATE_COLUMNS), entities=read_state_entities(connection, org_id))
+
+
+def read_state_of(
+    connection: Connection, org_id: int, external_ids: Iterable[str], email_keys: Iterable[str]
+) -> FrankliState:
+    """The part of the organisation an incremental plan needs (DESIGN §2: the same matches as `read_state`).
+
+    Users linked to `external_ids`; users whose email, trimmed and A-Z lower-cased, is one of
+    `email_keys`; every user whose email holds anything but printable ASCII (their keys and
+    folds are only computed in Python, so none is missed); and the managers of all of these. Entities are read whole
+    (they are few). On ASCII text SQL's ``lower`` is `transform.email_key`.
+    """
+    org = users.c.organisation_id == org_id
+    ascii_keys = sorted({k for k in email_keys if k and k.isascii()})
+    conditions = [users.c.external_id.in_(chunk) for chunk in _chunked(sorted(set(external_ids)))]
+    conditions += [func.lower(func.trim(users.c.email)).in_(chunk) for chunk in _chunked(ascii_keys)]
+    # Emails with anything but printable ASCII (non-ASCII letters, tabs, line breaks): read them all.
+    if connection.dialect.name == "postgresql":
+        conditions.append(users.c.email.op("~")(r"[^\x20-\x7e]"))
+    else:
+        conditions.append(users.c.email.op("GLOB")("*[^ -~]*"))
+    columns = [users.c[c] for c in USER_STATE_COLUMNS]
+    found: dict[int, tuple[Any, ...]] = {}
+    for condition in conditions:
+        for row in connection.execute(select(*columns).where(org, condition)):
+            found[row[0]] = tuple(row)
+    manager_ids = sorted({r[USER_STATE_COLUMNS.index("manager_id")] for r in found.values()} - set(found) - {None})
+    for chunk in _chunked(manager_ids):
+        for row in connection.execute(select(*columns).where(org, users.c.id.in_(chunk))):
+            found[row[0]] = tuple(row)
+    rows = [found[i] for i in sorted(found)]
+    return FrankliState(users=_frame(rows, USER_STATE_COLUMNS), entities=read_state_entities(connection, org_id))
+
+
+def read_state_entities(connection: Connection, org_id: int) -> dict[str, pd.DataFrame]:
     entities = {}
     for name, table in ENTITY_TABLES.items():
         rows = connection.execute(
@@ -132,7 +217,11 @@ def read_state(connection: Connection, org_id: int) -> FrankliState:
             .order_by(table.c.id)
         )
         entities[name] = _frame(rows, ("id", "name", "deleted_at"))
-    return FrankliState(users=_frame(user_rows, USER_STATE_COLUMNS), entities=entities)
+    return entities
+
+
+def _chunked(items: list[Any], size: int = 2000) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _frame(result: Iterable[Any], columns: Iterable[str]) -> pd.DataFrame:
@@ -164,7 +253,7 @@ def apply_upserts(
         ]
 
     # External id → user id of every synced user (after the links), extended by the creates below.
-    known = _user_ids(connection, org_id)
+    known = _user_ids(connection, org_id, _referenced(plan))
     if len(plan.creates):
         records = _managers_first(plan.creates.to_dict("records"))
         # Ids are taken first, as the backend would assign them, so managers (existing users or users
@@ -422,10 +511,26 @@ def _managers_first(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: depth[r["external_id"]])
 
 
-def _user_ids(connection: Connection, org_id: int) -> dict[str, int]:
-    """External (Entra object) id → Frankli user id, for the organisation's synced users."""
+def _user_ids(connection: Connection, org_id: int, only: set[str] | None = None) -> dict[str, int]:
+    """External (Entra object) id → Frankli user id, for the organisation's synced users (or `only` these)."""
     synced = (users.c.organisation_id == org_id, users.c.external_id.is_not(None))
-    return dict(connection.execute(select(users.c.external_id, users.c.id).where(*synced)).all())
+    if only is None:
+        return dict(connection.execute(select(users.c.external_id, users.c.id).where(*synced)).all())
+    found: dict[str, int] = {}
+    for chunk in _chunked(sorted(only)):
+        query = select(users.c.external_id, users.c.id).where(*synced, users.c.external_id.in_(chunk))
+        found.update(connection.execute(query).all())
+    return found
+
+
+def _referenced(plan: Plan, limit: int = 20_000) -> set[str] | None:
+    """The external ids whose user ids a load needs (managers, updated users); None when many (read all)."""
+    ids: set[str] = set()
+    for frame, columns in ((plan.creates, ("manager",)), (plan.updates, ("external_id", "manager"))):
+        for column in columns:
+            if column in frame:
+                ids |= {v for v in frame[column] if isinstance(v, str)}
+    return ids if len(ids) <= limit else None
 
 
 def _reserve_user_ids(connection: Connection, count: int) -> list[int]:
