@@ -43,11 +43,10 @@ import pandas as pd
 
 from frankli_sync.config import TenantConfig
 from frankli_sync.entra import STAGED_COLUMNS
-from frankli_sync.plan import Plan
+from frankli_sync.plan import Plan, entity_creates_needed
 from frankli_sync.staging import Staging
 from frankli_sync.sync_record import KEY_COLUMNS, SyncRecord
 from frankli_sync.transform import (
-    ENTITY_FIELDS,
     QUARANTINED,
     desired_users,
     email_fold_of,
@@ -232,16 +231,6 @@ def restrict(plan: Plan, participants: frozenset[str], carried: Mapping[str, lis
         return frame[frame["external_id"].isin(participants)].reset_index(drop=True)
 
     creates, updates = about(plan.creates), about(plan.updates)
-    needed: set[tuple[str, Any]] = set()
-    for field_name, table in ENTITY_FIELDS.items():
-        for frame in (creates, updates):
-            if field_name in frame:
-                needed |= {(table, k) for k in frame[field_name].dropna()}
-    needs = pd.Series(
-        [(t, k) in needed for t, k in zip(plan.entity_creates["table"], plan.entity_creates["key"], strict=True)],
-        index=plan.entity_creates.index,
-        dtype=bool,
-    )
     findings = {
         kind: [f for f in found if f.get("external_id") in participants or "members" in f]
         for kind, found in plan.findings.items()
@@ -249,7 +238,7 @@ def restrict(plan: Plan, participants: frozenset[str], carried: Mapping[str, lis
     for kind, entries in carried.items():
         findings.setdefault(kind, []).extend(e for e in entries if not _about(e, participants))
     return Plan(
-        entity_creates=plan.entity_creates[needs].reset_index(drop=True),
+        entity_creates=entity_creates_needed(plan.entity_creates, creates, updates),
         creates=creates,
         updates=updates,
         links=about(plan.links),

@@ -593,19 +593,8 @@ def _only_user(plan: Plan, upn: str, users: pd.DataFrame) -> Plan:
         return frame[keep].reset_index(drop=True)
 
     creates, updates = about(plan.creates), about(plan.updates)
-    needed = set()
-    for field_name, table in ENTITY_FIELDS.items():
-        for frame in (creates, updates):
-            if field_name in frame:
-                needed |= {(table, k) for k in frame[field_name].dropna()}
-    needs = pd.Series(
-        [(t, k) in needed for t, k in zip(plan.entity_creates["table"], plan.entity_creates["key"], strict=True)],
-        index=plan.entity_creates.index,
-        dtype=bool,
-    )
-    entity_creates = plan.entity_creates[needs]
     return Plan(
-        entity_creates=entity_creates.reset_index(drop=True),
+        entity_creates=entity_creates_needed(plan.entity_creates, creates, updates),
         creates=creates,
         updates=updates,
         links=about(plan.links),
@@ -615,6 +604,21 @@ def _only_user(plan: Plan, upn: str, users: pd.DataFrame) -> Plan:
         findings={k: [f for f in v if _mentions(f, key)] for k, v in plan.findings.items()},
         always_fields=plan.always_fields,
     )
+
+
+def entity_creates_needed(entity_creates: pd.DataFrame, *frames: pd.DataFrame) -> pd.DataFrame:
+    """The entity creates that the users of `frames` (creates, updates) reference."""
+    needed: set[tuple[str, Any]] = set()
+    for field_name, table in ENTITY_FIELDS.items():
+        for frame in frames:
+            if field_name in frame:
+                needed |= {(table, k) for k in frame[field_name].dropna()}
+    needs = pd.Series(
+        [(t, k) in needed for t, k in zip(entity_creates["table"], entity_creates["key"], strict=True)],
+        index=entity_creates.index,
+        dtype=bool,
+    )
+    return entity_creates[needs].reset_index(drop=True)
 
 
 def _mentions(finding: dict[str, Any], key: str | None) -> bool:
