@@ -43,7 +43,7 @@ import pandas as pd
 
 from frankli_sync.config import TenantConfig
 from frankli_sync.entra import STAGED_COLUMNS
-from frankli_sync.plan import Plan, entity_creates_needed
+from frankli_sync.plan import Plan, restricted
 from frankli_sync.staging import Staging
 from frankli_sync.sync_record import KEY_COLUMNS, SyncRecord
 from frankli_sync.transform import (
@@ -230,24 +230,13 @@ def restrict(plan: Plan, participants: frozenset[str], carried: Mapping[str, lis
     def about(frame: pd.DataFrame) -> pd.DataFrame:
         return frame[frame["external_id"].isin(participants)].reset_index(drop=True)
 
-    creates, updates = about(plan.creates), about(plan.updates)
     findings = {
         kind: [f for f in found if f.get("external_id") in participants or "members" in f]
         for kind, found in plan.findings.items()
     }
     for kind, entries in carried.items():
         findings.setdefault(kind, []).extend(e for e in entries if not _about(e, participants))
-    return Plan(
-        entity_creates=entity_creates_needed(plan.entity_creates, creates, updates),
-        creates=creates,
-        updates=updates,
-        links=about(plan.links),
-        restores=about(plan.restores),
-        archives=about(plan.archives),
-        conflicts=about(plan.conflicts),
-        findings=findings,
-        always_fields=plan.always_fields,
-    )
+    return restricted(plan, about, findings)
 
 
 def _about(finding: Mapping[str, Any], users: frozenset[str]) -> bool:

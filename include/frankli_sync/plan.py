@@ -19,7 +19,7 @@ report read them by name whatever the run found.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -592,6 +592,14 @@ def _only_user(plan: Plan, upn: str, users: pd.DataFrame) -> Plan:
             keep |= frame["user_id"].isin(ids)
         return frame[keep].reset_index(drop=True)
 
+    return restricted(plan, about, {k: [f for f in v if _mentions(f, key)] for k, v in plan.findings.items()})
+
+
+def restricted(
+    plan: Plan, about: Callable[[pd.DataFrame], pd.DataFrame], findings: dict[str, list[dict[str, Any]]]
+) -> Plan:
+    """`plan` with each action frame passed through `about` (the rows to keep), the entities those
+    rows need, and `findings`."""
     creates, updates = about(plan.creates), about(plan.updates)
     return Plan(
         entity_creates=entity_creates_needed(plan.entity_creates, creates, updates),
@@ -601,7 +609,7 @@ def _only_user(plan: Plan, upn: str, users: pd.DataFrame) -> Plan:
         restores=about(plan.restores),
         archives=about(plan.archives),
         conflicts=about(plan.conflicts),
-        findings={k: [f for f in v if _mentions(f, key)] for k, v in plan.findings.items()},
+        findings=findings,
         always_fields=plan.always_fields,
     )
 
