@@ -43,10 +43,12 @@ from sqlalchemy import (
 
 from frankli_sync.entra import NUL, NUL_MARK, STAGED_COLUMNS
 from frankli_sync.schema_upgrade import add_missing_columns
+from frankli_sync.sinks.database import bulk_insert
 from frankli_sync.transform import json_ready
 
 OBJECT_ID_MAX = 1024
 _LOCK_POLL_SECONDS = 1.0
+_ANALYZE_AT = frozenset({1, 5_000, 50_000})  # staged rows of the run when PostgreSQL's statistics are refreshed
 
 log = logging.getLogger(__name__)
 
@@ -247,14 +249,22 @@ class Staging:
             first_seq = connection.execute(
                 select(func.coalesce(func.max(staged_users.c.seq), -1) + 1).where(*key)
             ).scalar_one()
-            if rows:
-                connection.execute(
-                    insert(staged_users),
-                    [
-                        {"tenant": tenant, "run_id": run_id, "seq": first_seq + i, **r, "changed": True}
-                        for i, r in enumerate(rows)
-                    ],
-                )
+            # One bulk load per page (COPY on PostgreSQL, one executemany INSERT on SQLite).
+            bulk_insert(
+                connection,
+                staged_users,
+                [
+                    {"tenant": tenant, "run_id": run_id, "seq": first_seq + i, **r, "changed": True}
+                    for i, r in enumerate(rows)
+                ],
+            )
+            if connection.dialect.name == "postgresql" and any(
+                first_seq < n <= first_seq + len(rows) for n in _ANALYZE_AT
+            ):
+                # A table PostgreSQL has no statistics for is planned as tiny: every page's DELETE … IN (…)
+                # then scans the whole snapshot, comparing each row with the whole list (quadratic: 494 s
+                # for 100,000 users). Statistics taken early make it use the (tenant, run_id, object_id) index.
+                connection.execute(text("ANALYZE staged_users"))
             if removed:
                 gone = (removed_users.c.tenant == tenant, removed_users.c.run_id == run_id)
                 connection.execute(delete(removed_users).where(*gone, removed_users.c.object_id.in_(list(removed))))
