@@ -148,11 +148,11 @@ def focus(staging: Staging, record: SyncRecord, tenant: TenantConfig, run_id: st
     name = tenant.name
     state = record.state(name) or {}
     limit = max(1000, int(MAX_SHARE * int(state.get("users") or 0)))
-    chain = delta_chain(staging, name, run_id, str(state.get("run_id"))) or [run_id]
+    deltas = delta_chain(staging, name, run_id, str(state.get("run_id"))) or [run_id]
     changed = staging.changed_rows(name, run_id)
     removed = staging.removed_ids(name, run_id)
-    earlier = set()  # changed by the runs between the record and this one
-    for between in chain[1:]:
+    earlier: set[str] = set()  # changed by the runs between the record and this one
+    for between in deltas[1:]:
         earlier |= staging.changed_ids(name, between)
         earlier |= set(staging.removed_ids(name, between))
     earlier -= set(changed["object_id"])
@@ -167,12 +167,10 @@ def focus(staging: Staging, record: SyncRecord, tenant: TenantConfig, run_id: st
     dirty = changed[differs]
     participants = set(dirty["object_id"].dropna()) | set(removed) | gone_since
     participants |= set(record.in_states(name, REPLANNED_STATES)["object_id"])
-    rows = [dirty]
     frontier = set(participants)
     while frontier:
         missing = frontier - set(dirty["object_id"])
         current = staging.rows_of(name, run_id, missing) if missing else changed.iloc[0:0]
-        rows.append(current)
         fresh = pd.concat([current, dirty[dirty["object_id"].isin(frontier)]], ignore_index=True)
         hashes = set(_key_frame(fresh, tenant)[list(KEY_COLUMNS)].stack().dropna())
         hashes |= set(record.rows(name, frontier)[list(KEY_COLUMNS)].stack().dropna())
@@ -180,14 +178,12 @@ def focus(staging: Staging, record: SyncRecord, tenant: TenantConfig, run_id: st
         participants |= frontier
         if len(participants) > limit:
             return None
-    staged = pd.concat(rows, ignore_index=True).drop_duplicates("object_id")
-    staged = staged[staged["object_id"].isin(participants)]
-    order = staging.rows_of(name, run_id, staged["object_id"].dropna())  # snapshot order, one read
-    desired = desired_users(order, tenant.mapping, tenant.scope)
+    staged = staging.rows_of(name, run_id, participants)  # those still in Entra, in snapshot order
+    desired = desired_users(staged, tenant.mapping, tenant.scope)
     chain = _management_chain(record, name, desired["manager"], participants) if "manager" in desired else set()
     return Focus(
         participants=frozenset(participants),
-        staged=order,
+        staged=staged,
         record=record.rows(name, participants),
         removed=removed,
         context=frozenset(chain),
