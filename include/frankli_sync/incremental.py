@@ -80,6 +80,7 @@ class Focus:
 
     participants: frozenset[str]
     staged: pd.DataFrame  # the participants' staged rows (those still in Entra), snapshot order
+    desired: pd.DataFrame  # `transform.desired_users` of `staged` (before validation's quarantine)
     record: pd.DataFrame  # their record rows (the state the last run gave them)
     removed: Mapping[str, str]
     context: frozenset[str]  # the management chain above them
@@ -184,6 +185,7 @@ def focus(staging: Staging, record: SyncRecord, tenant: TenantConfig, run_id: st
     return Focus(
         participants=frozenset(participants),
         staged=staged,
+        desired=desired,
         record=record.rows(name, participants),
         removed=removed,
         context=frozenset(chain),

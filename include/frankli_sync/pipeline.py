@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from frankli_sync import incremental
 from frankli_sync.config import SyncConfig, TenantConfig, load_config
 from frankli_sync.connections import engine_for, staging_engine
+from frankli_sync.db_values import as_utc
 from frankli_sync.errors import SyncStopped
 from frankli_sync.incremental import Basis, Focus
 from frankli_sync.plan import FrankliState, Plan, PlanOptions, plan_user_changes
@@ -132,7 +133,7 @@ class RunContext:
         if record is None:
             raise SnapshotMissing(f"tenant {self.tenant.name} run {self.run_id}: no extraction; run extract first")
         started: datetime = record["started_at"]
-        return started.replace(tzinfo=UTC) if started.tzinfo is None else started.astimezone(UTC)
+        return as_utc(started)
 
     def source(self) -> str:
         """The source this run read (recorded by its extract), the identity its writes are checked against."""
@@ -302,14 +303,14 @@ def transform(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = 
 
 @dataclass(frozen=True)
 class Planned:
-    """A plan with what it was computed from: the planned users' staged rows and desired rows."""
+    """A plan with what it was computed from: the planned users' staged and desired rows, the quarantine."""
 
     plan: Plan
     basis: Basis
     staged: pd.DataFrame
     desired: pd.DataFrame  # aligned with `staged`
+    quarantined: list[dict[str, Any]]  # the validation document's entries (carried ones included)
     participants: frozenset[str] | None = None  # incremental: the users the plan is about
-    removed: frozenset[str] = frozenset()
 
 
 def compute_plan(ctx: RunContext, connection: Connection, org_id: int, mark: str | None = None) -> Planned:
@@ -356,7 +357,7 @@ def _plan_full(ctx: RunContext, state: FrankliState, validation: Mapping[str, An
     deleted = frozenset(ctx.staging.removed_ids(ctx.tenant.name, ctx.run_id))
     options = PlanOptions(mapping=ctx.tenant.mapping, only_user=ctx.params.only_user, deleted_ids=deleted)
     plan = plan_user_changes(desired, state, options, previous=previous)
-    return Planned(plan, basis, staged, desired, removed=deleted)
+    return Planned(plan, basis, staged, desired, validation["quarantined"])
 
 
 def _plan_incremental(
@@ -367,7 +368,7 @@ def _plan_incremental(
     focus = incremental.focus(ctx.staging, ctx.record, tenant, ctx.run_id)
     if focus is None:
         return f"the changes touch over {incremental.MAX_SHARE:.0%} of the tenant"
-    own = desired_users(focus.staged, tenant.mapping, tenant.scope)
+    own = focus.desired
     emails = own["email"] if "email" in own else own["upn_key"]
     keys = set(own["upn_key"].dropna()) | set(email_key(emails).dropna())
     keys |= {email_fold_of(v) for v in emails.dropna()} - {None}
@@ -392,8 +393,8 @@ def _plan_incremental(
         basis,
         focus.staged,
         desired.iloc[:mine].reset_index(drop=True),
+        validation["quarantined"],
         participants=focus.participants,
-        removed=frozenset(focus.removed),
     )
 
 
@@ -401,14 +402,14 @@ def _validation(ctx: RunContext) -> dict[str, Any]:
     return ctx.staging.load_document(ctx.tenant.name, ctx.run_id, "validation")
 
 
-def _quarantine_entries(ctx: RunContext, plan: Plan) -> list[AuditEntry]:
+def _quarantine_entries(ctx: RunContext, planned: Planned) -> list[AuditEntry]:
     entries = [
         AuditEntry(q.get("object_id"), q.get("user_principal_name"), "quarantine", {"reasons": q["reasons"]})
-        for q in _validation(ctx)["quarantined"]
+        for q in planned.quarantined
     ]
     entries += [
         AuditEntry(r.external_id, r.email, "quarantine", {"reasons": [{"expectation": r.reason}]})
-        for r in plan.conflicts.itertuples()
+        for r in planned.plan.conflicts.itertuples()
     ]
     if ctx.params.only_user:
         key = email_key_of(ctx.params.only_user)
@@ -430,10 +431,10 @@ def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None
         if newer:
             return newer
         before = frankli_mark(connection, org_id)
-        plan = compute_plan(ctx, connection, org_id, before).plan
-        planned = time.monotonic()
+        planned = compute_plan(ctx, connection, org_id, before)
+        planned_at = time.monotonic()
         counts = apply_upserts(
-            connection, org_id, plan, run_id, ctx.clock(), quarantined=_quarantine_entries(ctx, plan)
+            connection, org_id, planned.plan, run_id, ctx.clock(), quarantined=_quarantine_entries(ctx, planned)
         )
         if not ctx.params.only_user:
             record_applied_snapshot(connection, org_id, ctx.clock())
@@ -446,8 +447,8 @@ def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None
         tenant_name,
         run_id,
         counts or "nothing to change",
-        planned - started,
-        time.monotonic() - planned,
+        planned_at - started,
+        time.monotonic() - planned_at,
     )
     return counts
 
@@ -485,8 +486,7 @@ def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | Non
 
 def _record(ctx: RunContext, planned: Planned, mark: str) -> None:
     """After both loads: what this run left each user as, for the next run to plan against."""
-    validation = _validation(ctx)
-    rows = incremental.record_rows(planned.staged, planned.desired, planned.plan, validation["quarantined"], ctx.tenant)
+    rows = incremental.record_rows(planned.staged, planned.desired, planned.plan, planned.quarantined, ctx.tenant)
     incremental_run = planned.participants is not None
     saved = ctx.record.save(
         ctx.tenant.name,

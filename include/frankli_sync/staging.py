@@ -41,6 +41,7 @@ from sqlalchemy import (
     update,
 )
 
+from frankli_sync.db_values import chunked
 from frankli_sync.entra import NUL, NUL_MARK, STAGED_COLUMNS
 from frankli_sync.schema_upgrade import add_missing_columns
 from frankli_sync.sinks.database import bulk_insert
@@ -244,7 +245,7 @@ class Staging:
         ids = [r["object_id"] for r in rows if r.get("object_id")] + list(removed)
         with self.engine.begin() as connection:
             key = (staged_users.c.tenant == tenant, staged_users.c.run_id == run_id)
-            for chunk in _chunks(ids, 500):
+            for chunk in chunked(ids, 500):
                 connection.execute(delete(staged_users).where(*key, staged_users.c.object_id.in_(chunk)))
             first_seq = connection.execute(
                 select(func.coalesce(func.max(staged_users.c.seq), -1) + 1).where(*key)
@@ -408,7 +409,7 @@ class Staging:
 
     def rows_of(self, tenant: str, run_id: str, object_ids: Iterable[str]) -> pd.DataFrame:
         """The run's staged rows of these users (those it holds), in snapshot order."""
-        chunks = _chunks(sorted(set(object_ids)), 2000)
+        chunks = chunked(sorted(set(object_ids)))
         frames = [self._rows(tenant, run_id, staged_users.c.object_id.in_(chunk)) for chunk in chunks]
         if not frames:
             return _snapshot_frame([])
@@ -572,10 +573,6 @@ def _stageable(tenant: str, row: dict[str, Any]) -> dict[str, Any]:
 
 def _snapshot_frame(rows: Any) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([r[i] for r in rows], dtype="object") for i, c in enumerate(STAGED_COLUMNS)})
-
-
-def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _now() -> datetime:

@@ -39,6 +39,7 @@ from sqlalchemy import (
     update,
 )
 
+from frankli_sync.db_values import as_utc, chunked
 from frankli_sync.schema_upgrade import add_missing_columns
 from frankli_sync.staging import OBJECT_ID_MAX
 
@@ -46,7 +47,6 @@ metadata = MetaData()
 
 KEY_COLUMNS = ("upn_key", "email_key", "email_fold")
 RECORD_COLUMNS = ("object_id", "digest", "state", "manager", *KEY_COLUMNS, "detail", "findings")
-_CHUNK = 2000
 
 synced_users = Table(
     "synced_users",
@@ -98,7 +98,7 @@ class SyncRecord:
         """Record rows of these users (those the record holds), as an object-dtype frame."""
         found: list[tuple[Any, ...]] = []
         with self.engine.connect() as connection:
-            for chunk in _chunks(sorted(set(object_ids))):
+            for chunk in chunked(sorted(set(object_ids))):
                 found += connection.execute(
                     select(*(synced_users.c[c] for c in RECORD_COLUMNS)).where(
                         synced_users.c.tenant == tenant, synced_users.c.object_id.in_(chunk)
@@ -130,7 +130,7 @@ class SyncRecord:
         hashes = sorted({int(h) for h in key_hashes})
         found: set[str] = set()
         with self.engine.connect() as connection:
-            for chunk in _chunks(hashes):
+            for chunk in chunked(hashes):
                 found |= set(
                     connection.execute(
                         select(synced_users.c.object_id).where(
@@ -139,7 +139,7 @@ class SyncRecord:
                         )
                     ).scalars()
                 )
-            for chunk in _chunks(sorted(set(managers))):
+            for chunk in chunked(sorted(set(managers))):
                 found |= set(
                     connection.execute(
                         select(synced_users.c.object_id).where(
@@ -181,12 +181,12 @@ class SyncRecord:
             current = connection.execute(
                 select(sync_states.c.snapshot_at).where(sync_states.c.tenant == tenant).with_for_update()
             ).scalar_one_or_none()
-            if current is not None and _aware(current) > snapshot_at:
+            if current is not None and as_utc(current) > snapshot_at:
                 return False
             if replace:
                 connection.execute(delete(synced_users).where(synced_users.c.tenant == tenant))
             else:
-                for chunk in _chunks(sorted(set(rows["object_id"]) | set(dropped))):
+                for chunk in chunked(sorted(set(rows["object_id"]) | set(dropped))):
                     connection.execute(
                         delete(synced_users).where(synced_users.c.tenant == tenant, synced_users.c.object_id.in_(chunk))
                     )
@@ -250,11 +250,3 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([r[i] for r in rows], dtype="object") for i, c in enumerate(RECORD_COLUMNS)})
-
-
-def _chunks(items: list[Any]) -> list[list[Any]]:
-    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
-
-
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -18,7 +18,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ import pandas as pd
 from sqlalchemy import JSON, Column, Engine, Integer, MetaData, Table, func, insert, literal, select, text, update
 from sqlalchemy.engine import Connection
 
+from frankli_sync.db_values import as_utc, chunked
 from frankli_sync.entra import NUL, NUL_MARK
 from frankli_sync.errors import SyncStopped
 from frankli_sync.plan import SYNC, USER_STATE_COLUMNS, FrankliState, Plan
@@ -112,7 +113,7 @@ def applied_snapshot(connection: Connection, org_id: int) -> datetime | None:
     ).scalar_one_or_none()
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value)
 
 
 def record_applied_snapshot(connection: Connection, org_id: int, snapshot_at: datetime) -> None:
@@ -163,9 +164,10 @@ def frankli_mark(connection: Connection, org_id: int) -> str:
 
 def _markable(value: Any) -> Any:
     if isinstance(value, datetime):
-        aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return aware.isoformat()
-    return None if value is None else int(value) if not isinstance(value, str) else value
+        return as_utc(value).isoformat()
+    if value is None or isinstance(value, str):
+        return value
+    return int(value)
 
 
 def read_state(connection: Connection, org_id: int) -> FrankliState:
@@ -188,8 +190,8 @@ def read_state_of(
     """
     org = users.c.organisation_id == org_id
     ascii_keys = sorted({k for k in email_keys if k and k.isascii()})
-    conditions = [users.c.external_id.in_(chunk) for chunk in _chunked(sorted(set(external_ids)))]
-    conditions += [func.lower(func.trim(users.c.email)).in_(chunk) for chunk in _chunked(ascii_keys)]
+    conditions = [users.c.external_id.in_(chunk) for chunk in chunked(sorted(set(external_ids)))]
+    conditions += [func.lower(func.trim(users.c.email)).in_(chunk) for chunk in chunked(ascii_keys)]
     # Emails with anything but printable ASCII (non-ASCII letters, tabs, line breaks): read them all.
     if connection.dialect.name == "postgresql":
         conditions.append(users.c.email.op("~")(r"[^\x20-\x7e]"))
@@ -201,7 +203,7 @@ def read_state_of(
         for row in connection.execute(select(*columns).where(org, condition)):
             found[row[0]] = tuple(row)
     manager_ids = sorted({r[USER_STATE_COLUMNS.index("manager_id")] for r in found.values()} - set(found) - {None})
-    for chunk in _chunked(manager_ids):
+    for chunk in chunked(manager_ids):
         for row in connection.execute(select(*columns).where(org, users.c.id.in_(chunk))):
             found[row[0]] = tuple(row)
     rows = [found[i] for i in sorted(found)]
@@ -218,10 +220,6 @@ def read_state_entities(connection: Connection, org_id: int) -> dict[str, pd.Dat
         )
         entities[name] = _frame(rows, ("id", "name", "deleted_at"))
     return entities
-
-
-def _chunked(items: list[Any], size: int = 2000) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _frame(result: Iterable[Any], columns: Iterable[str]) -> pd.DataFrame:
@@ -517,7 +515,7 @@ def _user_ids(connection: Connection, org_id: int, only: set[str] | None = None)
     if only is None:
         return dict(connection.execute(select(users.c.external_id, users.c.id).where(*synced)).all())
     found: dict[str, int] = {}
-    for chunk in _chunked(sorted(only)):
+    for chunk in chunked(sorted(only)):
         query = select(users.c.external_id, users.c.id).where(*synced, users.c.external_id.in_(chunk))
         found.update(connection.execute(query).all())
     return found
