@@ -173,3 +173,64 @@ def test_incremental_runs_leave_frankli_as_full_runs_do(make_tenant, monkeypatch
     final = frankli_state(urls["inc"]["frankli"])["users"]
     assert sum(u["status"] == "archived" for u in final.values()) > 20
     assert any(u["department"] == "Quantum Research" for u in final.values())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_lookalikes_arriving_in_a_delta_are_held_back_as_a_full_run_holds_them(
+    make_tenant, monkeypatch, backend, request
+) -> None:
+    """A hostile delta: look-alike addresses of a Frankli-only user and of a synced Entra user, and a script UPN.
+
+    The incremental run must find the users they pass for although neither changed, reading
+    Frankli by the look-alikes' email keys and folds (and the record by their hashes). Same
+    outcome as a full run: nobody adopted, each held back as a look-alike, the script UPN invalid.
+    """
+    from test_defect6_9_identity import KELVIN, _new_member, _quarantine_reasons
+
+    tenants = {}
+    for name in ("inc", "full"):
+        frankli = request.getfixturevalue("postgres_schemas")() if backend == "postgres" else None
+        tenants[name] = make_tenant(users=120, seed=61, name=name, frankli_url=frankli)
+    domain = tenants["inc"].directory.domain
+    strasse, karl = f"kristin.strasse@{domain}", f"karl.oss@{domain}"
+    hostile = {
+        "frankli_lookalike": f"{KELVIN}ristin.straße@{domain}",
+        "entra_lookalike": f"{KELVIN}arl.oß@{domain}",
+        "script": f"<script>alert(9)</script>@{domain}",
+    }
+    ids: dict[str, dict[str, str]] = {}
+
+    def run(name: str, conf: dict[str, Any] | None = None) -> None:
+        monkeypatch.setenv("FRANKLI_SYNC_CONFIG", str(tenants[name].config_path))
+        tenants[name].run(conf)
+
+    for name, tenant in tenants.items():
+        tenant.seed("users", [{"email": strasse, "first_name": "Kristin", "last_name": "Strasse"}])
+        # Fixed object ids: the two directories must stay identical.
+        karl_user = {**_new_member(tenant.directory, karl, "Karl", "Oss"), "id": "00000000-0000-4000-8000-00000000ca41"}
+        tenant.directory.add_user(karl_user)
+        run(name, {"full_sync": name == "full"})
+        ids[name] = {
+            key: tenant.directory.add_user(
+                {**_new_member(tenant.directory, upn, "Lo", "Ok"), "id": f"00000000-0000-4000-8000-00000000000{n}"}
+            )
+            for n, (key, upn) in enumerate(hostile.items())
+        }
+        run(name, {"full_sync": name == "full"})
+
+    inc, full = tenants["inc"], tenants["full"]
+    assert planned_basis(inc, f"sqlite:///{inc.workdir / 'staging.db'}").startswith("incremental")
+    inc_state, full_state = frankli_state(inc.frankli_url), frankli_state(full.frankli_url)
+    assert inc_state == full_state
+    users = inc.users()
+    assert users[f"email:{strasse}"]["external_id"] is None, "the Frankli-only user was adopted by a look-alike"
+    for key, object_id in ids["inc"].items():
+        assert object_id not in users, key
+    run_id = inc.runs[-1].run_id
+    [frankli_reason] = _quarantine_reasons(inc, run_id, ids["inc"]["frankli_lookalike"])
+    frankli_lookalike = hostile["frankli_lookalike"]
+    assert frankli_reason.startswith(f"email_lookalike: {frankli_lookalike} looks like Frankli user {strasse}")
+    [entra_reason] = _quarantine_reasons(inc, run_id, ids["inc"]["entra_lookalike"])
+    # Karl is synced: the run finds his Frankli row by the look-alike's fold (karl.oss@…) and names it.
+    assert entra_reason.startswith(f"email_lookalike: {hostile['entra_lookalike']} looks like Frankli user {karl}")
+    assert set(_quarantine_reasons(inc, run_id, ids["inc"]["script"])) == {"upn_format", "mail_format"}
