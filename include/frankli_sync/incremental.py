@@ -51,6 +51,7 @@ from frankli_sync.transform import (
     desired_users,
     email_fold_of,
     email_key,
+    email_key_of,
     name_key,
     objects,
 )
@@ -94,24 +95,18 @@ def fingerprint(tenant: TenantConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def basis(
-    staging: Staging, record: SyncRecord, tenant: TenantConfig, run_id: str, full_sync: bool, only_user: bool
-) -> Basis:
+def basis(staging: Staging, record: SyncRecord, tenant: TenantConfig, run_id: str, full_sync: bool) -> Basis:
     """Whether this run may plan incrementally, and against which record."""
-    reason = why_full(staging, record, tenant, run_id, full_sync, only_user)
+    reason = why_full(staging, record, tenant, run_id, full_sync)
     if reason:
         return Basis("full", reason)
     state = record.state(tenant.name) or {}
     return Basis("incremental", "delta read from the recorded run", state.get("run_id"))
 
 
-def why_full(
-    staging: Staging, record: SyncRecord, tenant: TenantConfig, run_id: str, full_sync: bool, only_user: bool
-) -> str | None:
+def why_full(staging: Staging, record: SyncRecord, tenant: TenantConfig, run_id: str, full_sync: bool) -> str | None:
     if full_sync:
         return "full_sync was asked"
-    if only_user:
-        return "an only_user run plans one user against the whole snapshot"
     extraction = staging.extraction(tenant.name, run_id) or {}
     if extraction.get("mode") != "delta":
         return "the directory was read in full"
@@ -144,8 +139,15 @@ def delta_chain(staging: Staging, tenant: str, run_id: str, record_run: str) -> 
     return chain
 
 
-def focus(staging: Staging, record: SyncRecord, tenant: TenantConfig, run_id: str) -> Focus | None:
-    """The participants of this delta run; None when they are too many to be worth it (plan in full)."""
+def focus(
+    staging: Staging, record: SyncRecord, tenant: TenantConfig, run_id: str, only_user: str | None = None
+) -> Focus | None:
+    """The participants of this delta run; None when they are too many to be worth it (plan in full).
+
+    An `only_user` run takes the same participants plus the users that UPN / address names (in
+    this run's changes or in the record): its plan of that user is then the one a full plan
+    restricted to them gives, at the cost of the change, not of the directory.
+    """
     name = tenant.name
     state = record.state(name) or {}
     limit = max(1000, int(MAX_SHARE * int(state.get("users") or 0)))
@@ -168,6 +170,8 @@ def focus(staging: Staging, record: SyncRecord, tenant: TenantConfig, run_id: st
     dirty = changed[differs]
     participants = set(dirty["object_id"].dropna()) | set(removed) | gone_since
     participants |= set(record.in_states(name, REPLANNED_STATES)["object_id"])
+    if only_user:
+        participants |= _named(record, tenant, changed, only_user)
     frontier = set(participants)
     while frontier:
         missing = frontier - set(dirty["object_id"])
@@ -190,6 +194,18 @@ def focus(staging: Staging, record: SyncRecord, tenant: TenantConfig, run_id: st
         removed=removed,
         context=frozenset(chain),
     )
+
+
+def _named(record: SyncRecord, tenant: TenantConfig, changed: pd.DataFrame, upn: str) -> set[str]:
+    """The users whose UPN or address has the key of `upn`: among `changed` rows, and in the record."""
+    key = email_key_of(upn)
+    if key is None:
+        return set()
+    desired = desired_users(changed, tenant.mapping, tenant.scope)
+    emails = desired["email"] if "email" in desired else desired["upn_key"]
+    matches = (desired["upn_key"] == key) | (email_key(emails) == key)
+    named = set(desired.loc[matches.to_numpy(dtype=bool), "external_id"].dropna())
+    return named | record.touching(tenant.name, key_hashes(pd.Series([key])).dropna(), ())
 
 
 def _management_chain(record: SyncRecord, tenant: str, managers: pd.Series, participants: set[str]) -> set[str]:

@@ -265,12 +265,10 @@ def validate(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = N
 
 def _basis(ctx: RunContext) -> tuple[Basis, Focus | None]:
     """How this run plans; with the participants when it is incremental."""
-    basis = incremental.basis(
-        ctx.staging, ctx.record, ctx.tenant, ctx.run_id, ctx.params.full_sync, bool(ctx.params.only_user)
-    )
+    basis = incremental.basis(ctx.staging, ctx.record, ctx.tenant, ctx.run_id, ctx.params.full_sync)
     if basis.mode != "incremental":
         return basis, None
-    focus = incremental.focus(ctx.staging, ctx.record, ctx.tenant, ctx.run_id)
+    focus = incremental.focus(ctx.staging, ctx.record, ctx.tenant, ctx.run_id, ctx.params.only_user)
     if focus is None:
         return Basis("full", f"the changes touch over {incremental.MAX_SHARE:.0%} of the tenant"), None
     return basis, focus
@@ -365,7 +363,7 @@ def _plan_incremental(
 ) -> Planned | str:
     """The plan of the participants, against the part of Frankli they can meet; or why to plan in full."""
     name, tenant = ctx.tenant.name, ctx.tenant
-    focus = incremental.focus(ctx.staging, ctx.record, tenant, ctx.run_id)
+    focus = incremental.focus(ctx.staging, ctx.record, tenant, ctx.run_id, ctx.params.only_user)
     if focus is None:
         return f"the changes touch over {incremental.MAX_SHARE:.0%} of the tenant"
     own = focus.desired
@@ -382,14 +380,16 @@ def _plan_incremental(
     desired = desired_users(staged, tenant.mapping, tenant.scope, held_back)
     previous = desired_users(ctx.staging.rows_of(name, basis.record_run, focus.participants), tenant.mapping,
                              tenant.scope)  # fmt: skip
-    options = PlanOptions(mapping=tenant.mapping, deleted_ids=frozenset(focus.removed))
+    only = ctx.params.only_user
+    options = PlanOptions(mapping=tenant.mapping, only_user=only, deleted_ids=frozenset(focus.removed))
     plan = plan_user_changes(desired, state, options, previous=previous)
     outside = incremental.reaches_outside(plan, focus.participants, state.entities)
     if outside:
         return outside
     mine = len(focus.staged)
+    carried = {} if only else carried_findings(ctx.record.with_findings(name))  # only_user reports one user
     return Planned(
-        incremental.restrict(plan, focus.participants, carried_findings(ctx.record.with_findings(name))),
+        incremental.restrict(plan, focus.participants, carried),
         basis,
         focus.staged,
         desired.iloc[:mine].reset_index(drop=True),
