@@ -4,8 +4,10 @@ Each function takes the tenant name, the Airflow run id and the trigger
 params, does its I/O at the edges (staging, Graph, the Frankli database,
 the reports directory) and returns a small JSON-able summary for XCom.
 Every one is idempotent: clearing and re-running it gives the same result.
-The load tasks compute the plan again inside their own transaction, so a
-re-run finds what an earlier attempt already applied and writes nothing twice.
+The transform keeps its plan in staging (`plan_store`); a load applies it only
+while Frankli and the run's inputs are provably as the plan saw them, and
+otherwise computes the plan again inside its own transaction, so a re-run
+finds what an earlier attempt already applied and writes nothing twice.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from frankli_sync.db_values import as_utc
 from frankli_sync.errors import SyncStopped
 from frankli_sync.incremental import Basis, Focus
 from frankli_sync.plan import FrankliState, Plan, PlanOptions, plan_user_changes
+from frankli_sync.plan_store import PlanKey, PlanStore, document_digest
 from frankli_sync.report import plan_document, run_directory, write_run_report
 from frankli_sync.sinks.database import (
     AuditEntry,
@@ -118,6 +121,10 @@ class RunContext:
     @cached_property
     def record(self) -> SyncRecord:
         return SyncRecord(self.staging.engine)
+
+    @cached_property
+    def plans(self) -> PlanStore:
+        return PlanStore(self.staging.engine)
 
     @property
     def run_dir(self) -> Path:
@@ -290,11 +297,15 @@ def transform(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = 
     """Entra rows → desired Frankli users → the plan against Frankli's current state (read-only)."""
     ctx = RunContext.open(tenant_name, run_id, params)
     with ctx.frankli() as (connection, org_id):
-        planned = compute_plan(ctx, connection, org_id)
+        # Read before the state: a write landing in between moves the mark, and the loads plan again.
+        mark = frankli_mark(connection, org_id)
+        planned = compute_plan(ctx, connection, org_id, mark)
         connection.rollback()  # planning writes nothing
     document = plan_document(planned.plan, full=ctx.params.dry_run)
     document["basis"] = planned.basis.document()
     ctx.staging.save_document(ctx.tenant.name, run_id, "plan", document)
+    if not ctx.params.dry_run:
+        _keep(ctx, planned, mark)
     log.info("tenant %s run %s planned %s (%s)", tenant_name, run_id, planned.basis.mode, planned.basis.reason)
     return document["counts"]
 
@@ -309,6 +320,8 @@ class Planned:
     desired: pd.DataFrame  # aligned with `staged`
     quarantined: list[dict[str, Any]]  # the validation document's entries (carried ones included)
     participants: frozenset[str] | None = None  # incremental: the users the plan is about
+    record: pd.DataFrame | None = None  # the record rows, when the plan was kept with them
+    kept: bool = False  # read back from `plan_store` (not computed by this task)
 
 
 def compute_plan(ctx: RunContext, connection: Connection, org_id: int, mark: str | None = None) -> Planned:
@@ -402,6 +415,53 @@ def _validation(ctx: RunContext) -> dict[str, Any]:
     return ctx.staging.load_document(ctx.tenant.name, ctx.run_id, "validation")
 
 
+def plan_key(ctx: RunContext, mark: str, validation: Mapping[str, Any]) -> PlanKey:
+    """What a plan of this run computed now would be computed from (`plan_store.PlanKey`)."""
+    extraction = ctx.staging.extraction(ctx.tenant.name, ctx.run_id) or {}
+    last = ctx.staging.last_synced(ctx.tenant.name, ctx.run_id)
+    return PlanKey(
+        frankli_mark=mark,
+        snapshot=f"{extraction.get('status')}|{extraction.get('user_count')}|{extraction.get('completed_at')}",
+        validation=document_digest(validation),
+        record_run=(ctx.record.state(ctx.tenant.name) or {}).get("run_id"),
+        previous_run=last[0] if last else None,
+        settings=incremental.fingerprint(ctx.tenant),
+    )
+
+
+def _keep(ctx: RunContext, planned: Planned, mark: str) -> None:
+    """Keep the plan for the loads, with the record rows the run will leave (not for only_user runs)."""
+    record = None
+    if not ctx.params.only_user:
+        record = incremental.record_rows(planned.staged, planned.desired, planned.plan, planned.quarantined, ctx.tenant)
+    key = plan_key(ctx, mark, _validation(ctx))
+    try:
+        ctx.plans.save(
+            ctx.tenant.name, ctx.run_id, key, planned.plan, planned.basis.document(), planned.participants, record
+        )
+    except (TypeError, ValueError) as error:  # a value JSON cannot hold: the loads plan again, as they can
+        log.warning("tenant %s run %s: plan not kept (%s); the loads plan again", ctx.tenant.name, ctx.run_id, error)
+
+
+def load_plan(ctx: RunContext, connection: Connection, org_id: int, mark: str, after_upserts: bool) -> Planned:
+    """The transform's kept plan when the evidence holds that it is still this run's plan; else a new one."""
+    validation = _validation(ctx)
+    kept = ctx.plans.load(ctx.tenant.name, ctx.run_id, plan_key(ctx, mark, validation), after_upserts)
+    if kept is None:
+        return compute_plan(ctx, connection, org_id, mark)
+    nothing = pd.DataFrame()
+    return Planned(
+        kept.plan,
+        Basis(**kept.basis),
+        staged=nothing,
+        desired=nothing,
+        quarantined=validation["quarantined"],
+        participants=kept.participants,
+        record=kept.record,
+        kept=True,
+    )
+
+
 def _quarantine_entries(ctx: RunContext, planned: Planned) -> list[AuditEntry]:
     entries = [
         AuditEntry(q.get("object_id"), q.get("user_principal_name"), "quarantine", {"reasons": q["reasons"]})
@@ -431,7 +491,7 @@ def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None
         if newer:
             return newer
         before = frankli_mark(connection, org_id)
-        planned = compute_plan(ctx, connection, org_id, before)
+        planned = load_plan(ctx, connection, org_id, before, after_upserts=False)
         planned_at = time.monotonic()
         counts = apply_upserts(
             connection, org_id, planned.plan, run_id, ctx.clock(), quarantined=_quarantine_entries(ctx, planned)
@@ -440,13 +500,15 @@ def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None
             record_applied_snapshot(connection, org_id, ctx.clock())
         after = frankli_mark(connection, org_id)
     ctx.record.advance_mark(ctx.tenant.name, before, after)
+    ctx.plans.applied(ctx.tenant.name, run_id, after if planned.kept else None)
     if not ctx.params.only_user:
         ctx.staging.mark_synced(ctx.tenant.name, run_id)
     log.info(
-        "upserts for tenant %s run %s: %s (state read and planned in %.1f s, written and committed in %.1f s)",
+        "upserts for tenant %s run %s: %s (%s in %.1f s, written and committed in %.1f s)",
         tenant_name,
         run_id,
         counts or "nothing to change",
+        "the transform's plan read back" if planned.kept else "state read and planned",
         planned_at - started,
         time.monotonic() - planned_at,
     )
@@ -463,7 +525,7 @@ def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | Non
         if newer:
             return newer
         before = frankli_mark(connection, org_id)
-        planned = compute_plan(ctx, connection, org_id, before)
+        planned = load_plan(ctx, connection, org_id, before, after_upserts=True)
         plan = planned.plan
         synced = connection.execute(
             select(func.count()).where(
@@ -480,13 +542,21 @@ def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | Non
         ctx.record.advance_mark(ctx.tenant.name, before, after)
     else:
         _record(ctx, planned, after)
-    log.info("archives for tenant %s run %s planned %s", tenant_name, run_id, planned.basis.mode)
+    log.info(
+        "archives for tenant %s run %s planned %s (%s)",
+        tenant_name,
+        run_id,
+        planned.basis.mode,
+        "the transform's plan" if planned.kept else "planned again",
+    )
     return {"archive": archived}
 
 
 def _record(ctx: RunContext, planned: Planned, mark: str) -> None:
     """After both loads: what this run left each user as, for the next run to plan against."""
-    rows = incremental.record_rows(planned.staged, planned.desired, planned.plan, planned.quarantined, ctx.tenant)
+    rows = planned.record
+    if rows is None:
+        rows = incremental.record_rows(planned.staged, planned.desired, planned.plan, planned.quarantined, ctx.tenant)
     incremental_run = planned.participants is not None
     saved = ctx.record.save(
         ctx.tenant.name,
