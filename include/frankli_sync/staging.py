@@ -366,6 +366,12 @@ class Staging:
                     reported_count=reported_count,
                 )
             )
+            if connection.dialect.name == "postgresql":
+                # The later tasks look rows of this run up by object id; statistics that still describe
+                # the run as the handful of rows seen early (or, for a delta run's copied snapshot, not at
+                # all) make PostgreSQL walk the whole run in `seq` order for each lookup instead
+                # (0.36 s per 2,000 ids at 1,000,000 users).
+                connection.execute(text("ANALYZE staged_users"))
 
     def snapshot(self, tenant: str, run_id: str) -> pd.DataFrame:
         """The run's complete snapshot as a DataFrame of `STAGED_COLUMNS` (object dtype, None for NULL)."""
@@ -410,19 +416,19 @@ class Staging:
     def rows_of(self, tenant: str, run_id: str, object_ids: Iterable[str]) -> pd.DataFrame:
         """The run's staged rows of these users (those it holds), in snapshot order."""
         chunks = chunked(sorted(set(object_ids)))
-        frames = [self._rows(tenant, run_id, staged_users.c.object_id.in_(chunk)) for chunk in chunks]
+        # Unordered in SQL (sorted below): an ORDER BY seq invites a walk of the whole run by its seq index.
+        frames = [self._rows(tenant, run_id, staged_users.c.object_id.in_(chunk), ordered=False) for chunk in chunks]
         if not frames:
             return _snapshot_frame([])
         rows = pd.concat(frames, ignore_index=True)
         return rows.sort_values("_seq", kind="stable").drop(columns="_seq").reset_index(drop=True)
 
-    def _rows(self, tenant: str, run_id: str, condition: Any) -> pd.DataFrame:
+    def _rows(self, tenant: str, run_id: str, condition: Any, ordered: bool = True) -> pd.DataFrame:
+        query = select(*(staged_users.c[c] for c in STAGED_COLUMNS), staged_users.c.seq).where(
+            staged_users.c.tenant == tenant, staged_users.c.run_id == run_id, condition
+        )
         with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(*(staged_users.c[c] for c in STAGED_COLUMNS), staged_users.c.seq)
-                .where(staged_users.c.tenant == tenant, staged_users.c.run_id == run_id, condition)
-                .order_by(staged_users.c.seq)
-            ).all()
+            rows = connection.execute(query.order_by(staged_users.c.seq) if ordered else query).all()
         frame = _snapshot_frame([r[:-1] for r in rows])
         frame["_seq"] = pd.Series([r[-1] for r in rows], dtype="int64")
         return frame
