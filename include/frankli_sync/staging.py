@@ -41,7 +41,7 @@ from sqlalchemy import (
     update,
 )
 
-from frankli_sync.db_values import chunked
+from frankli_sync.db_values import chunked, one_of
 from frankli_sync.entra import NUL, NUL_MARK, STAGED_COLUMNS
 from frankli_sync.schema_upgrade import add_missing_columns
 from frankli_sync.sinks.database import bulk_insert
@@ -415,9 +415,10 @@ class Staging:
 
     def rows_of(self, tenant: str, run_id: str, object_ids: Iterable[str]) -> pd.DataFrame:
         """The run's staged rows of these users (those it holds), in snapshot order."""
-        chunks = chunked(sorted(set(object_ids)))
+        ids = sorted(set(object_ids))
+        conditions = one_of(staged_users.c.object_id, ids, self.engine.dialect.name)
         # Unordered in SQL (sorted below): an ORDER BY seq invites a walk of the whole run by its seq index.
-        frames = [self._rows(tenant, run_id, staged_users.c.object_id.in_(chunk), ordered=False) for chunk in chunks]
+        frames = [self._rows(tenant, run_id, condition, ordered=False) for condition in conditions]
         if not frames:
             return _snapshot_frame([])
         rows = pd.concat(frames, ignore_index=True)

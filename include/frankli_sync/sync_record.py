@@ -40,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 
-from frankli_sync.db_values import as_utc, chunked
+from frankli_sync.db_values import as_utc, chunked, one_of
 from frankli_sync.schema_upgrade import add_missing_columns
 from frankli_sync.staging import OBJECT_ID_MAX
 
@@ -100,10 +100,11 @@ class SyncRecord:
         """Record rows of these users (those the record holds), as an object-dtype frame."""
         found: list[tuple[Any, ...]] = []
         with self.engine.connect() as connection:
-            for chunk in chunked(sorted(set(object_ids))):
+            ids = sorted(set(object_ids))
+            for condition in one_of(synced_users.c.object_id, ids, connection.dialect.name):
                 found += connection.execute(
                     select(*(synced_users.c[c] for c in RECORD_COLUMNS)).where(
-                        synced_users.c.tenant == tenant, synced_users.c.object_id.in_(chunk)
+                        synced_users.c.tenant == tenant, condition
                     )
                 ).all()
         return _frame(found)
@@ -132,21 +133,18 @@ class SyncRecord:
         hashes = sorted({int(h) for h in key_hashes})
         found: set[str] = set()
         with self.engine.connect() as connection:
-            for chunk in chunked(hashes):
+            dialect = connection.dialect.name
+            by_column = [one_of(synced_users.c[c], hashes, dialect) for c in KEY_COLUMNS]  # the same chunks each
+            for conditions in zip(*by_column, strict=True):
                 found |= set(
                     connection.execute(
-                        select(synced_users.c.object_id).where(
-                            synced_users.c.tenant == tenant,
-                            or_(*(synced_users.c[c].in_(chunk) for c in KEY_COLUMNS)),
-                        )
+                        select(synced_users.c.object_id).where(synced_users.c.tenant == tenant, or_(*conditions))
                     ).scalars()
                 )
-            for chunk in chunked(sorted(set(managers))):
+            for condition in one_of(synced_users.c.manager, sorted(set(managers)), dialect):
                 found |= set(
                     connection.execute(
-                        select(synced_users.c.object_id).where(
-                            synced_users.c.tenant == tenant, synced_users.c.manager.in_(chunk)
-                        )
+                        select(synced_users.c.object_id).where(synced_users.c.tenant == tenant, condition)
                     ).scalars()
                 )
         return found

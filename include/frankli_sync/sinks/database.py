@@ -44,7 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
-from frankli_sync.db_values import as_utc, chunked
+from frankli_sync.db_values import as_utc, chunked, one_of
 from frankli_sync.entra import NUL, NUL_MARK
 from frankli_sync.errors import SyncStopped
 from frankli_sync.plan import SYNC, USER_STATE_COLUMNS, FrankliState, Plan
@@ -208,7 +208,7 @@ def read_state_of(
     """
     org = users.c.organisation_id == org_id
     ascii_keys = sorted({k for k in email_keys if k and k.isascii()})
-    conditions = [users.c.external_id.in_(chunk) for chunk in chunked(sorted(set(external_ids)))]
+    conditions = one_of(users.c.external_id, sorted(set(external_ids)), connection.dialect.name)
     # No index serves the keys (Frankli's schema indexes the email as stored): on PostgreSQL one scan of
     # the organisation answers every key (a hashed = ANY) and the non-ASCII emails at once, where a scan per
     # 2,000 keys cost ~1 s each at 1,000,000 users. Emails with anything but printable ASCII (non-ASCII
@@ -227,8 +227,8 @@ def read_state_of(
         for row in connection.execute(select(*columns).where(org, condition)):
             found[row[0]] = tuple(row)
     manager_ids = sorted({r[USER_STATE_COLUMNS.index("manager_id")] for r in found.values()} - set(found) - {None})
-    for chunk in chunked(manager_ids):
-        for row in connection.execute(select(*columns).where(org, users.c.id.in_(chunk))):
+    for condition in one_of(users.c.id, manager_ids, connection.dialect.name):
+        for row in connection.execute(select(*columns).where(org, condition)):
             found[row[0]] = tuple(row)
     rows = [found[i] for i in sorted(found)]
     return FrankliState(users=_frame(rows, USER_STATE_COLUMNS), entities=read_state_entities(connection, org_id))
