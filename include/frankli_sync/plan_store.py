@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, Text, delete, func, insert, select, update
+from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, Text, delete, insert, select, update
 
 from frankli_sync.plan import Plan
 from frankli_sync.transform import json_ready
@@ -218,13 +218,3 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"a plan value of type {type(value).__name__} cannot be kept in staging: {value!r}")
-
-
-def kept_plans(engine: Engine, tenant: str) -> int:
-    """How many runs of the tenant have a kept plan (for tests and the report)."""
-    with engine.connect() as connection:
-        return int(
-            connection.execute(
-                select(func.count()).where(run_plans.c.tenant == tenant, run_plans.c.part == "key")
-            ).scalar_one()
-        )

@@ -44,7 +44,7 @@ from sqlalchemy import (
 from frankli_sync.db_values import chunked, one_of
 from frankli_sync.entra import NUL, NUL_MARK, STAGED_COLUMNS
 from frankli_sync.schema_upgrade import add_missing_columns
-from frankli_sync.sinks.database import bulk_insert
+from frankli_sync.sinks.database import bulk_insert, refresh_statistics
 from frankli_sync.transform import json_ready
 
 OBJECT_ID_MAX = 1024
@@ -259,13 +259,11 @@ class Staging:
                     for i, r in enumerate(rows)
                 ],
             )
-            if connection.dialect.name == "postgresql" and any(
-                first_seq < n <= first_seq + len(rows) for n in _ANALYZE_AT
-            ):
+            if any(first_seq < n <= first_seq + len(rows) for n in _ANALYZE_AT):
                 # A table PostgreSQL has no statistics for is planned as tiny: every page's DELETE … IN (…)
                 # then scans the whole snapshot, comparing each row with the whole list (quadratic: 494 s
                 # for 100,000 users). Statistics taken early make it use the (tenant, run_id, object_id) index.
-                connection.execute(text("ANALYZE staged_users"))
+                refresh_statistics(connection, [staged_users])
             if removed:
                 gone = (removed_users.c.tenant == tenant, removed_users.c.run_id == run_id)
                 connection.execute(delete(removed_users).where(*gone, removed_users.c.object_id.in_(list(removed))))
@@ -366,12 +364,11 @@ class Staging:
                     reported_count=reported_count,
                 )
             )
-            if connection.dialect.name == "postgresql":
-                # The later tasks look rows of this run up by object id; statistics that still describe
-                # the run as the handful of rows seen early (or, for a delta run's copied snapshot, not at
-                # all) make PostgreSQL walk the whole run in `seq` order for each lookup instead
-                # (0.36 s per 2,000 ids at 1,000,000 users).
-                connection.execute(text("ANALYZE staged_users"))
+            # The later tasks look rows of this run up by object id; statistics that still describe the
+            # run as the handful of rows seen early (or, for a delta run's copied snapshot, not at all)
+            # make PostgreSQL walk the whole run in `seq` order for each lookup instead (0.36 s per
+            # 2,000 ids at 1,000,000 users).
+            refresh_statistics(connection, [staged_users])
 
     def snapshot(self, tenant: str, run_id: str) -> pd.DataFrame:
         """The run's complete snapshot as a DataFrame of `STAGED_COLUMNS` (object dtype, None for NULL)."""

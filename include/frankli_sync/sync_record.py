@@ -36,7 +36,6 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    text,
     update,
 )
 
@@ -175,7 +174,7 @@ class SyncRecord:
         One transaction. Returns False, writing nothing, when the record already describes a
         newer snapshot (an older run's loads finishing late must not roll it back).
         """
-        from frankli_sync.sinks.database import bulk_insert
+        from frankli_sync.sinks.database import bulk_insert, refresh_statistics
 
         with self.engine.begin() as connection:
             current = connection.execute(
@@ -192,10 +191,10 @@ class SyncRecord:
                     )
             records = rows.assign(tenant=tenant)[["tenant", *RECORD_COLUMNS]]
             bulk_insert(connection, synced_users, _records(records))
-            if connection.dialect.name == "postgresql" and len(records) >= ANALYZE_AFTER:
+            if len(records) >= ANALYZE_AFTER:
                 # Without statistics PostgreSQL takes a million COPY'd rows for a few hundred and looks
                 # users up through the state index, reading the whole tenant for every 2,000 ids.
-                connection.execute(text("ANALYZE synced_users"))
+                refresh_statistics(connection, [synced_users])
             connection.execute(delete(sync_states).where(sync_states.c.tenant == tenant))
             total = connection.execute(select(func.count()).where(synced_users.c.tenant == tenant)).scalar_one()
             connection.execute(

@@ -333,12 +333,13 @@ def apply_upserts(
 
 
 def refresh_statistics(connection: Connection, tables: Iterable[Table]) -> None:
-    """PostgreSQL: ANALYZE tables just bulk-loaded, as its docs advise after a bulk load.
+    """PostgreSQL: ANALYZE tables just bulk-loaded, as its docs advise after a bulk load (elsewhere: nothing).
 
-    Until statistics exist (autovacuum may be slow, or off), PostgreSQL takes a table a first sync
-    filled with a million users for a few hundred rows and serves every lookup by object id through
-    the email index, reading the whole organisation each time (0.3 s per 2,000 ids). Without the
-    privilege to analyze, PostgreSQL skips the table with a warning, not an error.
+    Until statistics exist (autovacuum may be slow, or off), PostgreSQL plans a table filled by
+    COPY as a few hundred rows: a first sync's million Frankli users were then looked up by object
+    id through the email index, reading the whole organisation each time (0.3 s per 2,000 ids);
+    staging and the record likewise. Without the privilege to analyze, PostgreSQL skips the table
+    with a warning, not an error.
     """
     if connection.dialect.name == "postgresql":
         for table in tables:
