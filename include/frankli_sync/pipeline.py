@@ -34,7 +34,7 @@ from frankli_sync.db_values import as_utc
 from frankli_sync.errors import SyncStopped
 from frankli_sync.incremental import Basis, Focus
 from frankli_sync.plan import FrankliState, Plan, PlanOptions, plan_user_changes
-from frankli_sync.plan_store import PlanKey, PlanStore, document_digest
+from frankli_sync.plan_store import PlanKey, PlanStore
 from frankli_sync.report import plan_document, run_directory, write_run_report
 from frankli_sync.sinks.database import (
     AuditEntry,
@@ -415,14 +415,14 @@ def _validation(ctx: RunContext) -> dict[str, Any]:
     return ctx.staging.load_document(ctx.tenant.name, ctx.run_id, "validation")
 
 
-def plan_key(ctx: RunContext, mark: str, validation: Mapping[str, Any]) -> PlanKey:
+def plan_key(ctx: RunContext, mark: str) -> PlanKey:
     """What a plan of this run computed now would be computed from (`plan_store.PlanKey`)."""
     extraction = ctx.staging.extraction(ctx.tenant.name, ctx.run_id) or {}
     last = ctx.staging.last_synced(ctx.tenant.name, ctx.run_id)
     return PlanKey(
         frankli_mark=mark,
         snapshot=f"{extraction.get('status')}|{extraction.get('user_count')}|{extraction.get('completed_at')}",
-        validation=document_digest(validation),
+        validation=ctx.staging.document_digest(ctx.tenant.name, ctx.run_id, "validation"),
         record_run=(ctx.record.state(ctx.tenant.name) or {}).get("run_id"),
         previous_run=last[0] if last else None,
         settings=incremental.fingerprint(ctx.tenant),
@@ -434,7 +434,7 @@ def _keep(ctx: RunContext, planned: Planned, mark: str) -> None:
     record = None
     if not ctx.params.only_user:
         record = incremental.record_rows(planned.staged, planned.desired, planned.plan, planned.quarantined, ctx.tenant)
-    key = plan_key(ctx, mark, _validation(ctx))
+    key = plan_key(ctx, mark)
     try:
         ctx.plans.save(
             ctx.tenant.name, ctx.run_id, key, planned.plan, planned.basis.document(), planned.participants, record
@@ -445,8 +445,7 @@ def _keep(ctx: RunContext, planned: Planned, mark: str) -> None:
 
 def load_plan(ctx: RunContext, connection: Connection, org_id: int, mark: str, after_upserts: bool) -> Planned:
     """The transform's kept plan when the evidence holds that it is still this run's plan; else a new one."""
-    validation = _validation(ctx)
-    kept = ctx.plans.load(ctx.tenant.name, ctx.run_id, plan_key(ctx, mark, validation), after_upserts)
+    kept = ctx.plans.load(ctx.tenant.name, ctx.run_id, plan_key(ctx, mark), after_upserts)
     if kept is None:
         return compute_plan(ctx, connection, org_id, mark)
     nothing = pd.DataFrame()
@@ -455,7 +454,7 @@ def load_plan(ctx: RunContext, connection: Connection, org_id: int, mark: str, a
         Basis(**kept.basis),
         staged=nothing,
         desired=nothing,
-        quarantined=validation["quarantined"],
+        quarantined=_validation(ctx)["quarantined"],
         participants=kept.participants,
         record=kept.record,
         kept=True,

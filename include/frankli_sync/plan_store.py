@@ -16,7 +16,6 @@ the values and dtypes they were written with (no pickle: staging is data, never 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -53,7 +52,7 @@ class PlanKey:
 
     frankli_mark: str  # read before the plan's state
     snapshot: str  # the extraction: status, row count, completion time
-    validation: str  # digest of the validation document
+    validation: str | None  # digest of the validation document's stored text
     record_run: str | None  # the run the record described
     previous_run: str | None  # the last synced run (the previous snapshot)
     settings: str  # `incremental.fingerprint` of the tenant
@@ -203,11 +202,6 @@ def frame_from_parts(texts: list[str]) -> pd.DataFrame:
     rows = [row for document in documents for row in document["rows"]]
     frame = pd.DataFrame({c: pd.Series([r[i] for r in rows], dtype=object) for i, c in enumerate(columns)})
     return frame.astype(dtypes)
-
-
-def document_digest(payload: Any) -> str:
-    """A digest of a JSON-able document (the validation outcome a plan was computed from)."""
-    return hashlib.sha256(_json(json_ready(payload)).encode()).hexdigest()[:32]
 
 
 def _json(value: Any) -> str:

@@ -484,6 +484,16 @@ class Staging:
             raise SnapshotMissing(f"tenant {tenant!r} run {run_id!r} has no {kind!r} document; re-run its task")
         return json.loads(text)
 
+    def document_digest(self, tenant: str, run_id: str, kind: str) -> str | None:
+        """A digest of the document's stored text (None: no such document): whether it was written again."""
+        with self.engine.connect() as connection:
+            stored = connection.execute(
+                select(run_documents.c.payload).where(
+                    run_documents.c.tenant == tenant, run_documents.c.run_id == run_id, run_documents.c.kind == kind
+                )
+            ).scalar_one_or_none()
+        return hashlib.sha256(stored.encode()).hexdigest()[:32] if stored is not None else None
+
     def prune(self, tenant: str, keep_runs: Iterable[str], keep_last: int = 3) -> int:
         """Drop staged rows of older runs, keeping the `keep_last` most recent and `keep_runs`."""
         with self.engine.begin() as connection:
