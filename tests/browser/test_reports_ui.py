@@ -400,7 +400,7 @@ def browser(served_reports: tuple[ApiServer, dict[str, Any]]) -> Iterator[Any]:
 
 def test_reports_in_the_airflow_ui(served_reports: tuple[ApiServer, dict[str, Any]], browser: Any) -> None:
     from frankli_sync.report import safe_run_id
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -453,7 +453,9 @@ def test_reports_in_the_airflow_ui(served_reports: tuple[ApiServer, dict[str, An
     assert status == 303 and headers["location"].endswith(f"/{TENANT}/{safe_run_id(LATEST_RUN)}/")
 
     # 2. Log in through Airflow's login page.
-    wait = WebDriverWait(browser, 60)
+    # A page replaced while a condition reads it answers "stale element" or, from Chromium's inspector, "Node with
+    # given id does not belong to the document" (a plain WebDriverException): both mean "not there yet", so poll on.
+    wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException, WebDriverException))
     browser.get(f"{base}/")
     wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys(USERNAME)
     assert "/auth/login" in browser.current_url
