@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,8 +38,10 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    union_all,
     update,
 )
+from sqlalchemy.engine import Connection
 
 from frankli_sync.db_values import chunked, one_of
 from frankli_sync.entra import NUL, NUL_MARK, STAGED_COLUMNS
@@ -48,6 +50,9 @@ from frankli_sync.sinks.database import bulk_insert, refresh_statistics
 from frankli_sync.transform import json_ready
 
 OBJECT_ID_MAX = 1024
+# A delta snapshot is staged whole again (a new root) once the changes carried since its root reach this share
+# of the root's users: a snapshot then costs at most a quarter of a copy to start, and reads stay near one.
+LAYER_SHARE_LIMIT = 0.25
 _LOCK_POLL_SECONDS = 1.0
 _ANALYZE_AT = frozenset({1, 5_000, 50_000})  # staged rows of the run when PostgreSQL's statistics are refreshed
 
@@ -68,6 +73,9 @@ extract_runs = Table(
     Column("synced_at", DateTime(timezone=True)),  # set once the run's upserts landed
     Column("mode", String(8)),  # full | delta
     Column("base_run_id", String(250)),  # delta: the snapshot the changes were applied to
+    # A layered delta snapshot: the complete run whose rows lie under this run's own (see `Staging`).
+    # NULL: the run's own rows are its whole snapshot.
+    Column("root_run_id", String(250)),
     Column("resume_link", Text),  # the next Graph page to read if the task is retried
     Column("pages", Integer),
     # Evidence the read was complete, recorded when it is marked complete (DESIGN §2 Safety):
@@ -76,7 +84,9 @@ extract_runs = Table(
     Column("reported_count", Integer),  # the size the source reported (Graph) or the records parsed (CSV)
 )
 
-# Object ids a delta read reported as removed from Entra (reason: deleted | changed).
+# Object ids a delta read reported as removed from Entra (reason: deleted | changed). Rows marked
+# `inherited` were carried over from the base snapshot: they hide the root's row of a user removed since
+# the root was read, and are no removal this run's read reported.
 removed_users = Table(
     "removed_users",
     metadata,
@@ -84,6 +94,7 @@ removed_users = Table(
     Column("run_id", String(250), primary_key=True),
     Column("object_id", String(64), primary_key=True),
     Column("reason", String(16), nullable=False),
+    Column("inherited", Boolean),
 )
 
 # Members (transitive) of the tenant's scope groups, per run.
@@ -146,12 +157,25 @@ class SnapshotMissing(RuntimeError):
 
 
 class Staging:
+    """Snapshots of Entra users per tenant and run.
+
+    A full read stages the whole directory as the run's own rows. A delta read stages only what
+    changed: its own rows (the users its read delivered, and those changed since the root, carried
+    over from its base) lie over the rows of its *root*, the last run whose own rows are a whole
+    snapshot; a root row is hidden by an own row of the same user, or by a removal. Every read
+    (`snapshot`, `rows_of`, `staged_count`) sees the union, so a delta snapshot reads as the copy
+    it stands for, while staging it costs the change, not the directory. A run's rows are never
+    rewritten while another run lies over them (`_detach_dependents`), and a root is kept as long
+    as a run lying over it is (`prune`).
+    """
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         with engine.begin() as connection:
             metadata.create_all(connection, checkfirst=True)
             add_missing_columns(connection, extract_runs)
             add_missing_columns(connection, staged_users)
+            add_missing_columns(connection, removed_users)
 
     @contextmanager
     def extract_lock(self, tenant: str, wait_seconds: float = 3600.0) -> Iterator[None]:
@@ -175,22 +199,30 @@ class Staging:
     def begin_snapshot(self, tenant: str, run_id: str, source: str, base_run_id: str | None = None) -> None:
         """Start (or restart) the run's snapshot: rows of an earlier attempt are dropped.
 
-        With `base_run_id` (a delta read) the new snapshot starts as a copy of that run's
-        snapshot, made by one INSERT … SELECT; the delta's changes are then applied to it.
+        With `base_run_id` (a delta read) the new snapshot continues that run's: it lies over the
+        base's root and starts with the base's own rows and removals (see the class). Once those
+        reach `LAYER_SHARE_LIMIT` of the root, the base's snapshot is copied whole instead, by one
+        INSERT … SELECT, and the new run is a root itself. The delta's changes are applied after.
         """
         with self.engine.begin() as connection:
-            copy_from = base_run_id
+            _detach_dependents(connection, tenant, run_id)
+            root: str | None = None
             if base_run_id == run_id:
-                # Re-extracting the run the delta link continues from (a cleared task): its rows are the
-                # base, so they are set aside first instead of being dropped.
-                copy_from = f"{run_id}#base"
+                # Re-extracting the run the delta link continues from (a cleared task): what it holds is the
+                # base, so it is kept, as rows and removals this read did not deliver.
+                root = (_record(connection, tenant, run_id) or {}).get("root_run_id")
                 connection.execute(
-                    update(staged_users)
-                    .where(staged_users.c.tenant == tenant, staged_users.c.run_id == run_id)
-                    .values(run_id=copy_from)
+                    update(staged_users).where(*_own(staged_users, tenant, run_id)).values(changed=False)
                 )
-            for table in (staged_users, removed_users, scope_members):
-                connection.execute(delete(table).where(table.c.tenant == tenant, table.c.run_id == run_id))
+                connection.execute(
+                    update(removed_users).where(*_own(removed_users, tenant, run_id)).values(inherited=True)
+                )
+                connection.execute(delete(scope_members).where(*_own(scope_members, tenant, run_id)))
+            else:
+                for table in (staged_users, removed_users, scope_members):
+                    connection.execute(delete(table).where(*_own(table, tenant, run_id)))
+                if base_run_id:
+                    root = _continue(connection, tenant, run_id, base_run_id)
             connection.execute(
                 delete(extract_runs).where(extract_runs.c.tenant == tenant, extract_runs.c.run_id == run_id)
             )
@@ -203,22 +235,10 @@ class Staging:
                     started_at=_now(),
                     mode="delta" if base_run_id else "full",
                     base_run_id=base_run_id,
+                    root_run_id=root,
                     pages=0,
                 )
             )
-            if base_run_id:
-                columns = ["tenant", "run_id", "seq", *STAGED_COLUMNS, "changed"]
-                copied = select(
-                    literal(tenant),
-                    literal(run_id),
-                    staged_users.c.seq,
-                    *(staged_users.c[c] for c in STAGED_COLUMNS),
-                    literal(False),
-                ).where(staged_users.c.tenant == tenant, staged_users.c.run_id == copy_from)
-                connection.execute(insert(staged_users).from_select(columns, copied))
-                if copy_from != base_run_id:
-                    set_aside = (staged_users.c.tenant == tenant, staged_users.c.run_id == copy_from)
-                    connection.execute(delete(staged_users).where(*set_aside))
 
     def extraction(self, tenant: str, run_id: str) -> dict[str, Any] | None:
         """The run's extraction record (status, mode, resume link …), if any."""
@@ -244,12 +264,10 @@ class Staging:
         rows = [_stageable(tenant, row) for row in rows]
         ids = [r["object_id"] for r in rows if r.get("object_id")] + list(removed)
         with self.engine.begin() as connection:
-            key = (staged_users.c.tenant == tenant, staged_users.c.run_id == run_id)
+            key = _own(staged_users, tenant, run_id)
             for chunk in chunked(ids, 500):
                 connection.execute(delete(staged_users).where(*key, staged_users.c.object_id.in_(chunk)))
-            first_seq = connection.execute(
-                select(func.coalesce(func.max(staged_users.c.seq), -1) + 1).where(*key)
-            ).scalar_one()
+            first_seq = _next_seq(connection, tenant, run_id)
             # One bulk load per page (COPY on PostgreSQL, one executemany INSERT on SQLite).
             bulk_insert(
                 connection,
@@ -265,8 +283,9 @@ class Staging:
                 # for 100,000 users). Statistics taken early make it use the (tenant, run_id, object_id) index.
                 refresh_statistics(connection, [staged_users])
             if removed:
-                gone = (removed_users.c.tenant == tenant, removed_users.c.run_id == run_id)
-                connection.execute(delete(removed_users).where(*gone, removed_users.c.object_id.in_(list(removed))))
+                gone = _own(removed_users, tenant, run_id)
+                for chunk in chunked(list(removed), 500):
+                    connection.execute(delete(removed_users).where(*gone, removed_users.c.object_id.in_(chunk)))
                 connection.execute(
                     insert(removed_users),
                     [{"tenant": tenant, "run_id": run_id, "object_id": i, "reason": r} for i, r in removed.items()],
@@ -304,19 +323,20 @@ class Staging:
             )
 
     def removed_ids(self, tenant: str, run_id: str) -> dict[str, str]:
+        """The users this run's read reported as removed (not those carried over from its base)."""
         with self.engine.connect() as connection:
             rows = connection.execute(
                 select(removed_users.c.object_id, removed_users.c.reason).where(
-                    removed_users.c.tenant == tenant, removed_users.c.run_id == run_id
+                    *_own(removed_users, tenant, run_id), removed_users.c.inherited.is_not(True)
                 )
             ).all()
         return dict(rows)
 
     def staged_count(self, tenant: str, run_id: str) -> int:
+        """The users the run's snapshot holds (its own rows and the root's it does not hide)."""
         with self.engine.connect() as connection:
-            return connection.execute(
-                select(func.count()).where(staged_users.c.tenant == tenant, staged_users.c.run_id == run_id)
-            ).scalar_one()
+            view = _snapshot_rows(tenant, run_id, _root_of(connection, tenant, run_id), lambda t: [t.c.seq])
+            return connection.execute(select(func.count()).select_from(view.subquery())).scalar_one()
 
     def cursor(self, tenant: str) -> dict[str, Any] | None:
         with self.engine.connect() as connection:
@@ -373,13 +393,7 @@ class Staging:
     def snapshot(self, tenant: str, run_id: str) -> pd.DataFrame:
         """The run's complete snapshot as a DataFrame of `STAGED_COLUMNS` (object dtype, None for NULL)."""
         self.require_complete(tenant, run_id)
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(*(staged_users.c[c] for c in STAGED_COLUMNS))
-                .where(staged_users.c.tenant == tenant, staged_users.c.run_id == run_id)
-                .order_by(staged_users.c.seq)
-            ).all()
-        return _snapshot_frame(rows)
+        return self._rows(tenant, run_id, None).drop(columns="_seq")
 
     def require_complete(self, tenant: str, run_id: str) -> None:
         """Raise `SnapshotMissing` unless the run's snapshot is complete."""
@@ -395,7 +409,8 @@ class Staging:
 
     def changed_rows(self, tenant: str, run_id: str) -> pd.DataFrame:
         """The rows this run's own read delivered (all of a full read; a delta read's changes), in order."""
-        return self._rows(tenant, run_id, staged_users.c.changed.is_not(False)).drop(columns="_seq")
+        delivered = self._rows(tenant, run_id, lambda t: t.c.changed.is_not(False), layered=False)
+        return delivered.drop(columns="_seq")
 
     def changed_ids(self, tenant: str, run_id: str) -> set[str]:
         """The object ids of `changed_rows`."""
@@ -413,20 +428,30 @@ class Staging:
     def rows_of(self, tenant: str, run_id: str, object_ids: Iterable[str]) -> pd.DataFrame:
         """The run's staged rows of these users (those it holds), in snapshot order."""
         ids = sorted(set(object_ids))
-        conditions = one_of(staged_users.c.object_id, ids, self.engine.dialect.name)
+        dialect = self.engine.dialect.name
+        lists = [ids] if dialect == "postgresql" else chunked(ids)  # one = ANY(array), or IN lists
         # Unordered in SQL (sorted below): an ORDER BY seq invites a walk of the whole run by its seq index.
-        frames = [self._rows(tenant, run_id, condition, ordered=False) for condition in conditions]
+        frames = [
+            self._rows(tenant, run_id, lambda t, some=some: one_of(t.c.object_id, some, dialect)[0], ordered=False)
+            for some in lists
+            if some
+        ]
         if not frames:
             return _snapshot_frame([])
         rows = pd.concat(frames, ignore_index=True)
         return rows.sort_values("_seq", kind="stable").drop(columns="_seq").reset_index(drop=True)
 
-    def _rows(self, tenant: str, run_id: str, condition: Any, ordered: bool = True) -> pd.DataFrame:
-        query = select(*(staged_users.c[c] for c in STAGED_COLUMNS), staged_users.c.seq).where(
-            staged_users.c.tenant == tenant, staged_users.c.run_id == run_id, condition
-        )
+    def _rows(
+        self, tenant: str, run_id: str, condition: Condition | None, ordered: bool = True, layered: bool = True
+    ) -> pd.DataFrame:
+        """The run's rows meeting `condition` (own and, if `layered`, the root's it does not hide), with `_seq`."""
         with self.engine.connect() as connection:
-            rows = connection.execute(query.order_by(staged_users.c.seq) if ordered else query).all()
+            root = _root_of(connection, tenant, run_id) if layered else None
+            view = _snapshot_rows(
+                tenant, run_id, root, lambda t: [*(t.c[c] for c in STAGED_COLUMNS), t.c.seq], condition
+            ).subquery()
+            query = select(view)
+            rows = connection.execute(query.order_by(view.c.seq) if ordered else query).all()
         frame = _snapshot_frame([r[:-1] for r in rows])
         frame["_seq"] = pd.Series([r[-1] for r in rows], dtype="int64")
         return frame
@@ -504,6 +529,15 @@ class Staging:
                 .limit(keep_last)
             ).scalars()
             keep = set(recent) | set(keep_runs)
+            # A kept run's root stays: the kept run's snapshot is read through it.
+            roots = connection.execute(
+                select(extract_runs.c.root_run_id).where(
+                    extract_runs.c.tenant == tenant,
+                    extract_runs.c.run_id.in_(sorted(keep)),
+                    extract_runs.c.root_run_id.is_not(None),
+                )
+            ).scalars()
+            keep |= set(roots)
             old = [
                 r
                 for r in connection.execute(
@@ -512,9 +546,8 @@ class Staging:
                 if r not in keep
             ]
             for run_id in old:
-                connection.execute(
-                    delete(staged_users).where(staged_users.c.tenant == tenant, staged_users.c.run_id == run_id)
-                )
+                for table in (staged_users, removed_users):
+                    connection.execute(delete(table).where(*_own(table, tenant, run_id)))
                 connection.execute(
                     update(extract_runs)
                     .where(extract_runs.c.tenant == tenant, extract_runs.c.run_id == run_id)
@@ -570,6 +603,117 @@ def _file_lock(path: Path, tenant: str, wait_seconds: float) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+Condition = Callable[[Any], Any]  # a condition on a staged_users table or alias
+
+
+def _own(table: Table, tenant: str, run_id: str) -> tuple[Any, Any]:
+    """The rows of `table` that belong to the run itself."""
+    return (table.c.tenant == tenant, table.c.run_id == run_id)
+
+
+def _record(connection: Connection, tenant: str, run_id: str) -> dict[str, Any] | None:
+    row = connection.execute(select(extract_runs).where(*_own(extract_runs, tenant, run_id))).first()
+    return dict(row._mapping) if row else None
+
+
+def _root_of(connection: Connection, tenant: str, run_id: str) -> str | None:
+    return connection.execute(
+        select(extract_runs.c.root_run_id).where(*_own(extract_runs, tenant, run_id))
+    ).scalar_one_or_none()
+
+
+def _snapshot_rows(
+    tenant: str,
+    run_id: str,
+    root: str | None,
+    columns: Callable[[Any], list[Any]],
+    condition: Condition | None = None,
+) -> Any:
+    """SELECT `columns` of the run's snapshot: its own rows, and the root's rows no own row or removal hides."""
+    own = select(*columns(staged_users)).where(
+        *_own(staged_users, tenant, run_id), *([condition(staged_users)] if condition else [])
+    )
+    return own if root is None else union_all(own, _uncovered(tenant, run_id, root, columns, condition))
+
+
+def _uncovered(
+    tenant: str, run_id: str, root: str, columns: Callable[[Any], list[Any]], condition: Condition | None = None
+) -> Any:
+    """SELECT `columns` of the root's rows that no own row or removal of the run hides."""
+    under, mine = staged_users.alias("under"), staged_users.alias("mine")
+    shadowed = select(literal(1)).where(*_own(mine, tenant, run_id), mine.c.object_id == under.c.object_id)
+    gone = select(literal(1)).where(
+        *_own(removed_users, tenant, run_id), removed_users.c.object_id == under.c.object_id
+    )
+    return select(*columns(under)).where(
+        *_own(under, tenant, root), ~shadowed.exists(), ~gone.exists(), *([condition(under)] if condition else [])
+    )
+
+
+def _as_own_rows(tenant: str, run_id: str) -> Callable[[Any], list[Any]]:
+    """Columns that copy staged rows into the run as rows its read did not deliver (`changed` false)."""
+    return lambda t: [literal(tenant), literal(run_id), t.c.seq, *(t.c[c] for c in STAGED_COLUMNS), literal(False)]
+
+
+_COPY_COLUMNS = ["tenant", "run_id", "seq", *STAGED_COLUMNS, "changed"]
+
+
+def _next_seq(connection: Connection, tenant: str, run_id: str) -> int:
+    """The seq after the run's last row: its own rows always follow the root's."""
+    for run in (run_id, _root_of(connection, tenant, run_id)):
+        if run is None:
+            break
+        last = connection.execute(select(func.max(staged_users.c.seq)).where(*_own(staged_users, tenant, run))).scalar()
+        if last is not None:
+            return int(last) + 1
+    return 0
+
+
+def _continue(connection: Connection, tenant: str, run_id: str, base_run_id: str) -> str | None:
+    """Start a delta snapshot of `run_id` from `base_run_id`'s; returns the root it lies over (None: copied whole)."""
+    base_root = (_record(connection, tenant, base_run_id) or {}).get("root_run_id")
+    if base_root is None:
+        return base_run_id  # the base is whole: lie straight over it
+    carried = sum(
+        connection.execute(select(func.count()).where(*_own(table, tenant, base_run_id))).scalar_one()
+        for table in (staged_users, removed_users)
+    )
+    root_users = (_record(connection, tenant, base_root) or {}).get("user_count") or 0
+    copy = _as_own_rows(tenant, run_id)
+    carried_rows = select(*copy(staged_users)).where(*_own(staged_users, tenant, base_run_id))
+    connection.execute(insert(staged_users).from_select(_COPY_COLUMNS, carried_rows))
+    if carried >= LAYER_SHARE_LIMIT * max(root_users, 1):
+        # The changes since the root have grown: copy the root's rows the base still reads too; a new root.
+        connection.execute(
+            insert(staged_users).from_select(_COPY_COLUMNS, _uncovered(tenant, base_run_id, base_root, copy))
+        )
+        return None
+    carried_removals = select(
+        literal(tenant), literal(run_id), removed_users.c.object_id, removed_users.c.reason, literal(True)
+    ).where(*_own(removed_users, tenant, base_run_id))
+    connection.execute(
+        insert(removed_users).from_select(["tenant", "run_id", "object_id", "reason", "inherited"], carried_removals)
+    )
+    return base_root
+
+
+def _detach_dependents(connection: Connection, tenant: str, run_id: str) -> None:
+    """Before the run's rows are rewritten, give each snapshot lying over them the rows it reads from them."""
+    dependents = connection.execute(
+        select(extract_runs.c.run_id).where(
+            extract_runs.c.tenant == tenant,
+            extract_runs.c.root_run_id == run_id,
+            extract_runs.c.run_id != run_id,
+            extract_runs.c.status != "pruned",
+        )
+    ).scalars()
+    for dependent in list(dependents):
+        rows = _uncovered(tenant, dependent, run_id, _as_own_rows(tenant, dependent))
+        connection.execute(insert(staged_users).from_select(_COPY_COLUMNS, rows))
+        connection.execute(update(extract_runs).where(*_own(extract_runs, tenant, dependent)).values(root_run_id=None))
+        log.info("tenant %s: run %s no longer lies over run %s, which is staged again", tenant, dependent, run_id)
 
 
 def _stageable(tenant: str, row: dict[str, Any]) -> dict[str, Any]:
