@@ -64,6 +64,8 @@ REPORT_HEADERS = {
 }
 DOCS_HEADERS = {**REPORT_HEADERS, "Content-Security-Policy": site.DATA_DOCS_POLICY}
 DATA_HEADERS = {**REPORT_HEADERS, "Content-Security-Policy": "default-src 'none'; sandbox"}
+# The changes page's search form submits to the page itself; otherwise the report pages' policy.
+CHANGES_HEADER_POLICY = site.CONTENT_SECURITY_POLICY_HEADER.replace("form-action 'none'", "form-action 'self'")
 
 
 # --- authentication and authorization ---------------------------------------------------------
@@ -321,6 +323,30 @@ def run_page(tenant: str, directory: str, user: User) -> Response:
     return _serve_run_file(tenant, directory, site.REPORT_HTML)
 
 
+@app.get("/{tenant}/{directory}/changes", response_class=HTMLResponse)
+def run_changes_page(
+    tenant: str, directory: str, user: User, q: str = "", action: str = "", page: int = 1
+) -> HTMLResponse:
+    """Who changed in the run: its changes.csv searched, filtered and paged on the server (no script)."""
+    from frankli_sync import run_changes
+
+    _require_tenant(user, tenant)
+    reports_dir, _, _ = _settings()
+    path = site.resolve_report_file(reports_dir, tenant, directory, run_changes.CHANGES_CSV)
+    summary_path = site.resolve_report_file(reports_dir, tenant, directory, site.REPORT_JSON)
+    if path is None or summary_path is None:
+        raise HTTPException(404, f"run {directory} of {tenant} has no list of changes (written by its report task)")
+    summary = json.loads(summary_path.read_text())
+    chosen = run_changes.select_page(
+        run_changes.read_changes(path.read_text()), q[:200], action if action in run_changes.ACTIONS else "", page
+    )
+    body = run_changes.render_changes_page(
+        chosen, tenant=tenant, run_id=str(summary.get("run_id")), dry_run=bool(summary.get("dry_run")),
+        query=q[:200], action=action if action in run_changes.ACTIONS else "",
+    )  # fmt: skip
+    return HTMLResponse(body, headers={**REPORT_HEADERS, "Content-Security-Policy": CHANGES_HEADER_POLICY})
+
+
 @app.get("/{tenant}/{directory}/{relative:path}")
 def report_file(tenant: str, directory: str, relative: str, request: Request, user: User) -> Response:
     """A file of a run directory: the run page, report.json; Data Docs go through a signed link."""
@@ -356,6 +382,9 @@ def _serve_run_file(tenant: str, directory: str, relative: str) -> Response:
     if parts[0] == site.DOCS_DIR and path.suffix == ".html":
         page = site.add_docs_banner(path.read_text(errors="replace"), depth=len(parts) - 1)
         return HTMLResponse(page, headers=DOCS_HEADERS)
+    if len(parts) == 1 and path.suffix == ".csv":  # changes.csv, quarantine.csv: downloads, never rendered
+        return FileResponse(path, media_type="text/csv; charset=utf-8", filename=f"{tenant}-{directory}-{path.name}",
+                            headers=DATA_HEADERS)  # fmt: skip
     media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return FileResponse(path, media_type=media_type, headers=DOCS_HEADERS)
 

@@ -67,7 +67,15 @@ def run_task(task: str, run_id: str, params: str) -> None:
     started = time.monotonic()
     from frankli_sync import pipeline
 
-    result = getattr(pipeline, task)(TENANT, run_id, json.loads(params))
+    profile_dir = os.environ.get("BENCH_PROFILE_DIR")
+    if profile_dir:  # --profile: where each task's time goes (cProfile slows the task; these rows say so)
+        import cProfile
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(getattr(pipeline, task), TENANT, run_id, json.loads(params))
+        profiler.dump_stats(Path(profile_dir) / f"{run_id}.{task}.prof")
+    else:
+        result = getattr(pipeline, task)(TENANT, run_id, json.loads(params))
     seconds = time.monotonic() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     airflow_seconds = started - airflow_started
@@ -372,7 +380,16 @@ def main() -> int:
         help="measure another checkout's task functions (its include/ first on the path), e.g. a worktree of "
         "the commit before a change: `git worktree add /tmp/before f33e87f`",
     )  # fmt: skip
+    parser.add_argument(
+        "--profile", type=Path, default=None,
+        help="write a cProfile of each task to DIR/<run>.<task>.prof (read with `python -m pstats`); the "
+        "rows are labelled 'profiled', as cProfile slows the tasks",
+    )  # fmt: skip
     options = parser.parse_args()
+    if options.profile:
+        options.profile.mkdir(parents=True, exist_ok=True)
+        os.environ["BENCH_PROFILE_DIR"] = str(options.profile.resolve())
+        options.label = f"{options.label} profiled".strip()
     if options.code.resolve() != REPO:
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(options.code / "include"),
                                                                  os.environ.get("PYTHONPATH")]))  # fmt: skip

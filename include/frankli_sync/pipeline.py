@@ -676,7 +676,7 @@ def report(
             documents[kind] = ctx.staging.load_document(ctx.tenant.name, run_id, kind)
         except SnapshotMissing:
             documents[kind] = None
-    applied = _applied_actions(ctx) if not ctx.params.dry_run else {}
+    applied, changes = _applied_actions(ctx, documents["plan"])
     summary = write_run_report(
         ctx.run_dir,
         tenant=ctx.tenant.name,
@@ -685,12 +685,22 @@ def report(
         documents=documents,
         applied=applied,
         task_results=dict(task_results or {}),
+        changes=changes,
     )
     return summary
 
 
-def _applied_actions(ctx: RunContext) -> dict[str, int]:
-    from frankli_sync.sinks.database import audit_counts
+def _applied_actions(ctx: RunContext, plan: Mapping[str, Any] | None) -> tuple[dict[str, int], pd.DataFrame]:
+    """The run's action counts and who changed: from Frankli's audit, or a dry run's plan (nothing was written)."""
+    from frankli_sync.run_changes import Person, change_rows, planned_audit, referenced_ids
+    from frankli_sync.sinks.database import audit_counts, audit_rows, people_of
 
     with ctx.frankli(owned=False) as (connection, org_id):
-        return audit_counts(connection, org_id, ctx.run_id)
+        counts = {} if ctx.params.dry_run else audit_counts(connection, org_id, ctx.run_id)
+        if ctx.params.dry_run:
+            audit = planned_audit((plan or {}).get("actions"))
+        else:
+            audit = audit_rows(connection, org_id, ctx.run_id)
+        people = {i: Person(*p) for i, p in people_of(connection, org_id, referenced_ids(audit)).items()}
+        connection.rollback()  # the report reads only
+    return counts, change_rows(audit, people)

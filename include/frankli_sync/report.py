@@ -25,6 +25,16 @@ from frankli_sync.report_site import (
     safe_run_id,
     template_environment,
 )
+from frankli_sync.run_changes import (
+    CHANGE_COLUMNS,
+    CHANGES_CSV,
+    CHANGES_MACROS,
+    CHANGES_PAGE,
+    QUARANTINE_CSV,
+    SHOWN_ON_RUN_PAGE,
+    csv_text,
+    quarantine_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +93,14 @@ def write_run_report(
     documents: Mapping[str, Any],
     applied: Mapping[str, int],
     task_results: Mapping[str, Any],
+    changes: pd.DataFrame | None = None,
     retention_days: float | None = _FROM_CONFIG,
 ) -> dict[str, Any]:
     """Write report.json and index.html for the run and return the summary.
 
-    Then delete the tenant's run directories older than `retention_days` (default: the
+    `changes`: who changed (`run_changes.change_rows`), written whole to ``changes.csv`` with the
+    quarantine in ``quarantine.csv``; the summary keeps the first rows for the run page. Then delete
+    the tenant's run directories older than `retention_days` (default: the
     config's ``report_retention_days``; None keeps everything).
     """
     validation = documents.get("validation") or {}
@@ -143,6 +156,15 @@ def write_run_report(
     }
     summary["counts"]["quarantine"] = len(quarantined)
     run_dir.mkdir(parents=True, exist_ok=True)
+    changes = changes if changes is not None else pd.DataFrame(columns=list(CHANGE_COLUMNS))
+    _write_atomically(run_dir / CHANGES_CSV, csv_text(changes))
+    _write_atomically(run_dir / QUARANTINE_CSV, csv_text(quarantine_rows(quarantined)))
+    summary["changes"] = {
+        "total": len(changes),
+        "by_action": {str(k): int(v) for k, v in changes["action"].value_counts().items()} if len(changes) else {},
+        "shown": changes.head(SHOWN_ON_RUN_PAGE).to_dict("records"),
+    }
+    summary["links"].update(changes=CHANGES_PAGE, changes_csv=CHANGES_CSV, quarantine_csv=QUARANTINE_CSV)
     _write_atomically(run_dir / REPORT_JSON, json.dumps(summary, indent=2, default=str, sort_keys=True))
     _write_atomically(run_dir / REPORT_HTML, render_html(summary))
     if retention_days is _FROM_CONFIG:
@@ -170,6 +192,7 @@ MANAGER_REASONS = {
 }
 
 RUN_PAGE = """{% extends "layout.html" %}
+{% from "changes_macros.html" import changes_table %}
 {% block title %}Frankli sync · {{ s.tenant }} · {{ s.run_id }}{% endblock %}
 {% block body %}
 <nav class="crumbs"><a href="../../">All tenants</a> &rsaquo; <a href="../">{{ s.tenant }}</a> &rsaquo; run</nav>
@@ -212,6 +235,20 @@ The plan is listed below.</div>
 </table>
 {% if not s.dry_run %}<p class="muted">Applied: the user actions of this run in Frankli's audit trail (sync_audit).
 Entity creates are not audited; conflicts are counted as quarantined.</p>{% endif %}
+
+{% if s.changes is defined and s.changes %}
+<h2 id="changes">Who changed ({{ s.changes.total }})</h2>
+<p class="muted">{% if s.dry_run %}What this dry run would change.{% else %}What this run wrote to Frankli, from
+its audit trail.{% endif %} Updates show each field as before → after; managers by name and address.</p>
+{{ changes_table(s.changes.shown) }}
+<nav class="links">
+{% if s.changes.total > s.changes.shown|length %}<a href="{{ s.links.changes }}">All {{ s.changes.total }}
+changes: search, filter, page</a>{% elif s.changes.total %}<a href="{{ s.links.changes }}">Search and filter</a>
+{% endif %}
+<a href="{{ s.links.changes_csv }}" download>Download changes (CSV)</a>
+<a href="{{ s.links.quarantine_csv }}" download>Download quarantine (CSV)</a>
+</nav>
+{% endif %}
 
 <h2 id="guard">Deletion guard</h2>
 {% if guard %}
@@ -348,7 +385,7 @@ snapshot leaves the Frankli manager as it was; any other problem leaves the user
 
 ACTION_KINDS = ("entity_create", "create", "update", "link", "restore", "archive", "conflict", "quarantine")
 AUDITED_ACTIONS = ("create", "update", "link", "restore", "archive", "quarantine")  # sync_audit.action
-_ENV = template_environment({"run.html": RUN_PAGE})
+_ENV = template_environment({"run.html": RUN_PAGE, "changes_macros.html": CHANGES_MACROS})
 
 
 def _value(value: Any) -> str:

@@ -92,7 +92,15 @@ def test_report_json_keeps_its_keys_and_adds_links(tmp_path: Path) -> None:
     ):  # fmt: skip
         assert key in stored, key
     assert stored["counts"]["quarantine"] == 2  # the quarantined user and the conflict
-    assert stored["links"] == {"html": "index.html", "json": "report.json", "validation_docs": None, "runs": "../"}
+    assert stored["links"] == {
+        "html": "index.html",
+        "json": "report.json",
+        "validation_docs": None,
+        "runs": "../",
+        "changes": "changes",
+        "changes_csv": "changes.csv",
+        "quarantine_csv": "quarantine.csv",
+    }
     assert summary["report_path"].endswith("report.json")
     assert datetime.fromisoformat(stored["generated_at"]).tzinfo is not None
 

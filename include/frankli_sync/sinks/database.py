@@ -671,3 +671,27 @@ def audit_counts(connection: Connection, org_id: int, run_id: str) -> dict[str, 
         .group_by(sync_audit.c.action)
     ).all()
     return {action: int(n) for action, n in rows}
+
+
+def audit_rows(connection: Connection, org_id: int, run_id: str) -> pd.DataFrame:
+    """The audit entries one run wrote, in the order they were written (external_id, email, action, details)."""
+    rows = connection.execute(
+        select(sync_audit.c.external_id, sync_audit.c.email, sync_audit.c.action, sync_audit.c.details)
+        .where(sync_audit.c.organisation_id == org_id, sync_audit.c.run_id == run_id)
+        .order_by(sync_audit.c.id)
+    ).all()
+    return pd.DataFrame([tuple(r) for r in rows], columns=["external_id", "email", "action", "details"], dtype=object)
+
+
+def people_of(connection: Connection, org_id: int, external_ids: Iterable[str]) -> dict[str, tuple[str | None, str]]:
+    """Frankli's name and address of the organisation's users with these object ids."""
+    ids = sorted(set(external_ids))
+    found: dict[str, tuple[str | None, str]] = {}
+    for condition in one_of(users.c.external_id, ids, connection.dialect.name):
+        for external_id, first, last, email in connection.execute(
+            select(users.c.external_id, users.c.first_name, users.c.last_name, users.c.email).where(
+                users.c.organisation_id == org_id, condition
+            )
+        ):
+            found[external_id] = (" ".join(p for p in (first, last) if p) or None, email)
+    return found

@@ -1,0 +1,316 @@
+"""Who changed in a run: its audit trail as rows an admin reads, searches and downloads.
+
+A run's audit (``sync_audit``, or a dry run's plan) says what happened to each user in machine
+terms: an update is ``{"changes": {"job_title": ["Engineer", "Lead"]}}``, a manager is an Entra
+object id. `change_rows` turns each entry into one row a person reads: the user's UPN and name,
+what happened in words (``job title: Engineer → Lead``; managers by name and UPN) and a link to
+the user's page in the Entra admin center. The report task writes the rows to ``changes.csv``
+(and the quarantine to ``quarantine.csv``) beside ``report.json``; the run page shows the first
+rows and the plugin serves the whole list paged and filtered (`select_page`, `render_changes_page`)
+without any script: a 100,000-change run is read a page at a time on the server.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import pandas as pd
+
+from frankli_sync.report_site import CONTENT_SECURITY_POLICY, template_environment
+
+CHANGES_CSV = "changes.csv"
+QUARANTINE_CSV = "quarantine.csv"
+CHANGES_PAGE = "changes"  # the plugin's route under a run: <run>/changes
+CHANGE_COLUMNS = ("action", "user_principal_name", "name", "object_id", "details", "entra_url")
+QUARANTINE_COLUMNS = ("user_principal_name", "object_id", "expectation", "column", "value", "entra_url")
+ACTIONS = ("create", "update", "link", "restore", "archive", "quarantine")
+ENTRA_USER_URL = (
+    "https://entra.microsoft.com/#view/Microsoft_AAD_UsersAndTenants/UserProfileMenuBlade/~/overview/userId/"
+)
+PAGE_SIZE = 100
+SHOWN_ON_RUN_PAGE = 50
+# The changes page submits its search form to itself (GET); everything else as on the other report pages.
+CHANGES_POLICY = CONTENT_SECURITY_POLICY.replace("form-action 'none'", "form-action 'self'")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str | None
+    upn: str | None
+
+    def shown(self) -> str:
+        if self.name and self.upn:
+            return f"{self.name} <{self.upn}>"
+        return self.name or self.upn or ""
+
+
+def entra_url(object_id: Any) -> str:
+    """The user's page in the Entra admin center ("" for a user without an object id)."""
+    return f"{ENTRA_USER_URL}{object_id}" if isinstance(object_id, str) and object_id else ""
+
+
+def referenced_ids(audit: pd.DataFrame) -> set[str]:
+    """The object ids an audit mentions: its users and the managers in its changes."""
+    ids = {i for i in audit.get("external_id", pd.Series(dtype=object)) if isinstance(i, str)}
+    for details in audit.get("details", pd.Series(dtype=object)):
+        for before_after in (_as_dict(details).get("changes") or {}).get("manager") or []:
+            if isinstance(before_after, str):
+                ids.add(before_after)
+    return ids
+
+
+def change_rows(audit: pd.DataFrame, people: Mapping[str, Person]) -> pd.DataFrame:
+    """One readable row per audit entry (`CHANGE_COLUMNS`), in the audit's order.
+
+    `audit`: ``external_id``, ``email``, ``action``, ``details`` (a dict or its JSON);
+    `people`: Frankli's name and UPN per object id, for the users and their managers.
+    """
+    rows = []
+    for external_id, email, action, details in zip(
+        audit["external_id"], audit["email"], audit["action"], audit["details"], strict=True
+    ):
+        person = people.get(external_id) if isinstance(external_id, str) else None
+        rows.append(
+            (
+                action,
+                email or (person.upn if person else None) or "",
+                (person.name if person else None) or "",
+                external_id or "",
+                describe(str(action), _as_dict(details), people),
+                entra_url(external_id),
+            )
+        )
+    return pd.DataFrame(rows, columns=list(CHANGE_COLUMNS), dtype=object)
+
+
+def describe(action: str, details: Mapping[str, Any], people: Mapping[str, Person]) -> str:
+    """What happened to the user, in words."""
+    if action == "update":
+        changes = details.get("changes") or {}
+        return "; ".join(
+            f"{_label(field)}: {_shown(field, before, people)} → {_shown(field, after, people)}"
+            for field, (before, after) in changes.items()
+        )
+    if action == "create":
+        fields = details.get("fields") or {}
+        return "; ".join(f"{_label(field)}: {_shown(field, value, people)}" for field, value in fields.items())
+    if action == "archive":
+        before = details.get("status_before")
+        return f"reason: {details.get('reason')}" + (f" (was {before})" if before else "")
+    if action == "restore":
+        return f"restored to {details.get('status')}"
+    if action == "link":
+        old = details.get("old_external_id")
+        return f"linked by {details.get('kind')}" + (f" (was object id {old})" if old else "")
+    if action == "quarantine":
+        return "; ".join(_reason(r) for r in details.get("reasons") or [])
+    return json.dumps(details, default=str, ensure_ascii=False, sort_keys=True) if details else ""
+
+
+def planned_audit(actions: Mapping[str, list[Mapping[str, Any]]] | None) -> pd.DataFrame:
+    """A dry run's plan as the audit entries the run would have written (what `change_rows` reads)."""
+    rows: list[tuple[Any, Any, str, dict[str, Any]]] = []
+    meta = {"user_id", "external_id", "email", "changes", "reason", "status", "kind", "old_external_id"}
+    for action, entries in (actions or {}).items():
+        for entry in entries or []:
+            if action == "update":
+                details: dict[str, Any] = {"changes": entry.get("changes") or {}}
+            elif action == "create":
+                details = {"fields": {k: v for k, v in entry.items() if k not in meta and v is not None}}
+            elif action == "archive":
+                details = {"reason": entry.get("reason"), "status_before": entry.get("status")}
+            elif action == "restore":
+                details = {"status": entry.get("status")}
+            elif action == "link":
+                details = {"kind": entry.get("kind"), "old_external_id": entry.get("old_external_id")}
+            else:
+                continue  # entity creates and conflicts are listed elsewhere on the run page
+            rows.append((entry.get("external_id"), entry.get("email"), action, details))
+    return pd.DataFrame(rows, columns=["external_id", "email", "action", "details"], dtype=object)
+
+
+def quarantine_rows(quarantined: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per failed expectation of each quarantined user (`QUARANTINE_COLUMNS`)."""
+    rows = []
+    for entry in quarantined:
+        for reason in entry.get("reasons") or [{}]:
+            value = reason.get("value")
+            rows.append(
+                (
+                    entry.get("user_principal_name") or "",
+                    entry.get("object_id") or "",
+                    reason.get("expectation") or "",
+                    reason.get("column") or "",
+                    "" if value is None else str(value),
+                    entra_url(entry.get("object_id")),
+                )
+            )
+    return pd.DataFrame(rows, columns=list(QUARANTINE_COLUMNS), dtype=object)
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """The rows as CSV for a spreadsheet: a value that would start a formula is prefixed with '.
+
+    Directory values are untrusted: ``=HYPERLINK(...)`` as a job title must stay text when an admin
+    opens the download in Excel or LibreOffice (OWASP "CSV injection").
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(frame.columns)
+    for row in frame.itertuples(index=False):
+        writer.writerow(_cell(v) for v in row)
+    return out.getvalue()
+
+
+def read_changes(text: str) -> pd.DataFrame:
+    """`csv_text` read back (the ' prefix of formula-like values kept: it is part of the download)."""
+    frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    return frame.astype(object)
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: pd.DataFrame
+    total: int  # rows matching the filter
+    page: int
+    pages: int
+    counts: dict[str, int]  # every row of the run, per action
+
+
+def select_page(frame: pd.DataFrame, query: str = "", action: str = "", page: int = 1, size: int = PAGE_SIZE) -> Page:
+    """The rows with `action` (any when empty) that contain `query` (case-insensitive), page `page`."""
+    counts = {str(k): int(v) for k, v in frame["action"].value_counts().items()} if len(frame) else {}
+    chosen = frame
+    if action:
+        chosen = chosen[chosen["action"] == action]
+    needle = query.strip().casefold()
+    if needle:
+        text = chosen[["user_principal_name", "name", "object_id", "details"]].astype(str)
+        hit = pd.Series(False, index=chosen.index)
+        for column in text.columns:
+            hit |= text[column].str.casefold().str.contains(needle, regex=False)
+        chosen = chosen[hit]
+    pages = max(1, math.ceil(len(chosen) / size))
+    page = min(max(1, page), pages)
+    rows = chosen.iloc[(page - 1) * size : page * size].reset_index(drop=True)
+    return Page(rows, len(chosen), page, pages, counts)
+
+
+CHANGES_TEMPLATE = """{% extends "layout.html" %}
+{% from "changes_macros.html" import changes_table %}
+{% block title %}Frankli sync · {{ tenant }} · who changed{% endblock %}
+{% block body %}
+<nav class="crumbs"><a href="../../">All tenants</a> &rsaquo; <a href="../">{{ tenant }}</a> &rsaquo;
+<a href="./">run</a> &rsaquo; who changed</nav>
+<h1>Who changed · {{ tenant }}</h1>
+<p class="muted">Run <code>{{ run_id }}</code>{% if dry_run %} · dry run: what the run would change{% endif %}.
+{% for kind, n in page.counts.items() %}{{ kind }}: {{ n }}{% if not loop.last %} · {% endif %}{% endfor %}</p>
+<form method="get" action="{{ changes }}" class="box">
+<label>Search <input type="search" name="q" value="{{ query }}" placeholder="UPN, name, object id, value"></label>
+<label>Action <select name="action"><option value="">all</option>
+{% for kind in actions %}<option value="{{ kind }}"{% if kind == action %} selected{% endif %}>{{ kind }}</option>
+{% endfor %}</select></label>
+<button type="submit">Filter</button>
+<a href="{{ csv }}" download>Download CSV (all {{ page.counts.values()|sum }})</a>
+</form>
+<p>{{ page.total }} matching{% if page.total %}, page {{ page.page }} of {{ page.pages }}{% endif %}.</p>
+{{ changes_table(rows) }}
+<nav class="links">
+{% if page.page > 1 %}<a href="{{ link(page.page - 1) }}">&larr; previous</a>{% endif %}
+{% if page.page < page.pages %}<a href="{{ link(page.page + 1) }}">next &rarr;</a>{% endif %}
+</nav>
+{% endblock %}
+"""
+
+CHANGES_MACROS = """{% macro changes_table(rows) -%}
+{% if rows|length %}
+<table>
+<tr><th>Action</th><th>User</th><th>Name</th><th>What changed</th><th>Entra</th></tr>
+{% for r in rows %}
+<tr><td>{{ r.action }}</td><td class="value">{{ r.user_principal_name }}</td><td class="value">{{ r.name }}</td>
+<td class="value">{{ r.details }}</td>
+<td>{% if r.entra_url %}<a href="{{ r.entra_url }}" target="_blank" rel="noopener noreferrer"
+title="{{ r.object_id }}">open</a>{% endif %}</td></tr>
+{% endfor %}
+</table>
+{% else %}<p class="muted">none</p>{% endif %}
+{%- endmacro %}
+"""
+
+_ENV = template_environment({"changes.html": CHANGES_TEMPLATE, "changes_macros.html": CHANGES_MACROS})
+
+
+def render_changes_page(
+    page: Page, *, tenant: str, run_id: str, dry_run: bool, query: str = "", action: str = ""
+) -> str:
+    """The paged, filtered list of a run's changes (no script; the form submits to the page itself)."""
+
+    def link(number: int) -> str:
+        return f"{CHANGES_PAGE}?" + urlencode({"q": query, "action": action, "page": number})
+
+    return _ENV.get_template("changes.html").render(
+        page=page,
+        rows=page.rows.to_dict("records"),
+        tenant=tenant,
+        run_id=run_id,
+        dry_run=dry_run,
+        query=query,
+        action=action,
+        actions=ACTIONS,
+        changes=CHANGES_PAGE,
+        csv=CHANGES_CSV,
+        link=link,
+        csp=CHANGES_POLICY,
+    )
+
+
+def changes_table_html(rows: list[Mapping[str, Any]]) -> Any:
+    """The changes table for the run page (the same macro the changes page uses)."""
+    return _ENV.get_template("changes_macros.html").module.changes_table(rows)  # type: ignore[attr-defined]
+
+
+def _as_dict(details: Any) -> dict[str, Any]:
+    if isinstance(details, Mapping):
+        return dict(details)
+    if isinstance(details, str) and details:
+        try:
+            loaded = json.loads(details)
+        except ValueError:
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+    return {}
+
+
+def _label(field: str) -> str:
+    return field.replace("_", " ")
+
+
+def _shown(field: str, value: Any, people: Mapping[str, Person]) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "(empty)"
+    if field == "manager" and isinstance(value, str) and value in people:
+        return people[value].shown() or value
+    return str(value)
+
+
+def _reason(reason: Mapping[str, Any]) -> str:
+    text = str(reason.get("expectation") or "")
+    if reason.get("column"):
+        text += f" ({reason['column']})"
+    if reason.get("value") is not None:
+        text += f": {reason['value']}"
+    return text
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
