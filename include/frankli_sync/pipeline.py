@@ -12,10 +12,11 @@ finds what an earlier attempt already applied and writes nothing twice.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,7 @@ from frankli_sync.errors import SyncStopped
 from frankli_sync.incremental import Basis, Focus
 from frankli_sync.plan import FrankliState, Plan, PlanOptions, plan_user_changes
 from frankli_sync.plan_store import PlanKey, PlanStore
+from frankli_sync.report import TASKS as REPORTED_TASKS
 from frankli_sync.report import plan_document, run_directory, write_run_report
 from frankli_sync.sinks.database import (
     AuditEntry,
@@ -51,6 +53,7 @@ from frankli_sync.sinks.database import (
 from frankli_sync.sinks.schema import users
 from frankli_sync.staging import SnapshotMissing, Staging
 from frankli_sync.sync_record import SyncRecord, carried_findings, quarantine_entries
+from frankli_sync.task_outcome import failure_document, failure_kind
 from frankli_sync.transform import (
     OUT_OF_SCOPE,
     QUARANTINED,
@@ -181,6 +184,34 @@ class RunContext:
 # --- extract ---------------------------------------------------------------------------------
 
 
+Step = Callable[[str, str, Mapping[str, Any] | None], dict[str, Any]]
+
+
+def _records_failure(step: Step) -> Step:
+    """The step keeps the exception it ends with for the run's report (`task_outcome`), then raises it."""
+
+    @functools.wraps(step)
+    def run(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            return step(tenant_name, run_id, params)
+        except Exception as error:
+            _keep_failure(tenant_name, run_id, step.__name__, error)
+            raise
+
+    return run
+
+
+def _keep_failure(tenant_name: str, run_id: str, task: str, error: Exception) -> None:
+    try:
+        staging = RunContext.open(tenant_name, run_id).staging
+        staging.save_document(tenant_name, run_id, failure_kind(task), failure_document(task, error))
+    except Exception as unrecorded:  # the report then says "no error was recorded"; the task log has it
+        log.warning(
+            "tenant %s run %s: the cause of %s's failure was not kept: %s", tenant_name, run_id, task, unrecorded
+        )
+
+
+@_records_failure
 def extract(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Stage the tenant's Entra users for this run (full or delta read, resumable)."""
     from frankli_sync.extraction import extract_users
@@ -201,6 +232,7 @@ def staged_users(ctx: RunContext, run_id: str) -> pd.DataFrame:
 # --- validate --------------------------------------------------------------------------------
 
 
+@_records_failure
 def validate(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run the GX suite on the in-scope staged users; quarantine failing rows; stop above the threshold.
 
@@ -293,6 +325,7 @@ def _carried_quarantines(ctx: RunContext, focus: Focus, checked: int) -> tuple[l
 # --- transform (plan) ------------------------------------------------------------------------
 
 
+@_records_failure
 def transform(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Entra rows → desired Frankli users → the plan against Frankli's current state (read-only)."""
     ctx = RunContext.open(tenant_name, run_id, params)
@@ -479,6 +512,7 @@ def _quarantine_entries(ctx: RunContext, planned: Planned) -> list[AuditEntry]:
 # --- load ------------------------------------------------------------------------------------
 
 
+@_records_failure
 def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Create entities; create, link, update and restore users; set managers. One transaction."""
     ctx = RunContext.open(tenant_name, run_id, params)
@@ -514,6 +548,7 @@ def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None
     return counts
 
 
+@_records_failure
 def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Archive disabled / deleted / out-of-scope users, behind the deletion guard. One transaction."""
     ctx = RunContext.open(tenant_name, run_id, params)
@@ -667,11 +702,16 @@ def report(
     run_id: str,
     params: Mapping[str, Any] | None = None,
     task_results: Mapping[str, Any] | None = None,
+    task_states: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
-    """Write report.json and the HTML summary for the run; fail if an upstream task did not succeed."""
+    """Write report.json and the HTML summary for the run; fail if an upstream task did not succeed.
+
+    `task_results`: the tasks' XCom results (None: did not succeed); `task_states`: Airflow's states
+    of the tasks, when the caller has them (the report then tells upstream_failed from not run).
+    """
     ctx = RunContext.open(tenant_name, run_id, params)
     documents = {}
-    for kind in ("validation", "plan", "guard"):
+    for kind in ("validation", "plan", "guard", *(failure_kind(t) for t in REPORTED_TASKS)):
         try:
             documents[kind] = ctx.staging.load_document(ctx.tenant.name, run_id, kind)
         except SnapshotMissing:
@@ -685,6 +725,7 @@ def report(
         documents=documents,
         applied=applied,
         task_results=dict(task_results or {}),
+        task_states=dict(task_states) if task_states is not None else None,
         changes=changes,
     )
     return summary

@@ -35,6 +35,7 @@ from frankli_sync.run_changes import (
     csv_text,
     quarantine_rows,
 )
+from frankli_sync.task_outcome import failure_kind, root_cause, task_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def write_run_report(
     documents: Mapping[str, Any],
     applied: Mapping[str, int],
     task_results: Mapping[str, Any],
+    task_states: Mapping[str, str | None] | None = None,
     changes: pd.DataFrame | None = None,
     retention_days: float | None = _FROM_CONFIG,
 ) -> dict[str, Any]:
@@ -107,6 +109,10 @@ def write_run_report(
     plan = documents.get("plan") or {}
     guard = documents.get("guard")
     incomplete = [t for t in TASKS if t in task_results and task_results[t] is None]
+    outcomes = task_outcomes(
+        [t for t in TASKS if t in task_results], task_results, {t: documents.get(failure_kind(t)) for t in TASKS},
+        task_states,
+    )  # fmt: skip
     conflicts = (plan.get("actions") or {}).get("conflict", [])
     quarantined = [
         {"object_id": q.get("object_id"), "user_principal_name": q.get("user_principal_name"), "reasons": q["reasons"]}
@@ -124,6 +130,9 @@ def write_run_report(
         "dry_run": bool(params.get("dry_run")),
         "status": "failed" if incomplete else "success",
         "incomplete_tasks": incomplete,
+        # Each task's state (success / failed / upstream_failed / not_run) and, for the failed, the message.
+        "tasks": outcomes,
+        "failure": root_cause(outcomes),
         "counts": dict(plan.get("counts", {})) if params.get("dry_run") else dict(applied),
         "planned": dict(plan.get("counts", {})),
         "quarantined": quarantined,
@@ -211,9 +220,25 @@ RUN_PAGE = """{% extends "layout.html" %}
 <a href="report.json">report.json</a>
 {% if docs %}<a href="validation/index.html">Validation report (GX Data Docs)</a>{% endif %}
 </nav>
-{% if s.incomplete_tasks %}
-<div class="box bad">These tasks did not succeed: {{ s.incomplete_tasks|join(", ") }}. Check their logs in Airflow,
-clear them once fixed; the run converges when re-run.</div>
+{% if s.failure %}
+<div class="box bad"><strong>{{ s.failure.task }} failed{% if s.failure.stopped %} (a safety stop){% endif %}:</strong>
+<span class="value">{{ s.failure.message }}</span></div>
+{% elif s.incomplete_tasks %}
+<div class="box bad">These tasks did not succeed: {{ s.incomplete_tasks|join(", ") }}. Check their logs in Airflow.
+</div>
+{% endif %}
+{% if s.incomplete_tasks and s.tasks %}
+<table>
+<tr><th>Task</th><th>Outcome</th></tr>
+{% for t in s.tasks %}
+<tr><th>{{ t.task }}</th><td>{% if t.state == "success" %}<span class="badge ok">succeeded</span>
+{% elif t.state == "failed" %}<span class="badge bad">failed</span>
+{% elif t.state == "upstream_failed" %}<span class="badge warn">not run: an earlier task failed</span>
+{% else %}<span class="badge warn">not run</span>{% endif %}</td></tr>
+{% endfor %}
+</table>
+<p class="muted">Once the cause is fixed, clear the failed task in Airflow ("Clear" with its downstream tasks): every
+task is idempotent and the run converges.</p>
 {% endif %}
 {% if s.validation.threshold_exceeded %}
 <div class="box bad">Too many invalid users: the run stopped before loading anything.
@@ -229,8 +254,8 @@ The plan is listed below.</div>
 <tr><th>Action</th><th class="num">Planned</th>{% if not s.dry_run %}<th class="num">Applied</th>{% endif %}</tr>
 {% for kind in action_kinds %}
 <tr><th>{{ kind }}</th><td class="num">{{ s.planned.get(kind, "") }}</td>
-{% if not s.dry_run %}<td class="num">{{ s.counts[kind] if kind in s.counts
-  else (0 if kind in audited else "n/a") }}</td>{% endif %}</tr>
+{% if not s.dry_run %}<td class="num">{{ "not evaluated" if not loaded else (s.counts[kind] if kind in s.counts
+  else (0 if kind in audited else "n/a")) }}</td>{% endif %}</tr>
 {% endfor %}
 </table>
 {% if not s.dry_run %}<p class="muted">Applied: the user actions of this run in Frankli's audit trail (sync_audit).
@@ -265,10 +290,14 @@ changes: search, filter, page</a>{% elif s.changes.total %}<a href="{{ s.links.c
 
 <h2 id="validation">Validation</h2>
 <dl class="facts">
-<dt>Users checked</dt><dd>{{ s.validation.checked if s.validation.checked is not none else "-" }}</dd>
+{% if s.validation.checked is none %}
+<dd class="muted">Not evaluated: the validate task did not run in this run.</dd>
+{% else %}
+<dt>Users checked</dt><dd>{{ s.validation.checked }}</dd>
 <dt>Failing share</dt><dd>{{ share }}</dd>
 <dt>Threshold exceeded</dt><dd>{{ "yes" if s.validation.threshold_exceeded else "no" }}</dd>
 <dt>Users with warnings</dt><dd>{{ s.validation.warnings }}</dd>
+{% endif %}
 </dl>
 {% if s.basis %}<p class="muted">Planned {{ s.basis.mode }}{% if s.basis.reason %}: {{ s.basis.reason }}{% endif %}.
 {% if s.basis.mode == "incremental" %}Only the users the changes touch were validated and planned; the others
@@ -428,6 +457,12 @@ def render_html(summary: Mapping[str, Any]) -> str:
         docs=bool(docs),
         share=f"{share:.2%}" if isinstance(share, int | float) else "-",
         action_kinds=kinds,
+        # The applied counts mean something once a load ran: before, they are "not evaluated", not zeros.
+        loaded=any(
+            t.get("task") in ("load_upserts", "load_archives") and t.get("state") == "success"
+            for t in summary.get("tasks") or []
+        )
+        or not summary.get("tasks"),
         audited=AUDITED_ACTIONS,
         manager_reasons=MANAGER_REASONS,
         warnings=summary.get("warnings") or [],
