@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 import pandas as pd
 
 from frankli_sync.report_site import CONTENT_SECURITY_POLICY, template_environment
+from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS
 
 CHANGES_CSV = "changes.csv"
 QUARANTINE_CSV = "quarantine.csv"
@@ -58,9 +59,12 @@ def entra_url(object_id: Any) -> str:
 
 
 def referenced_ids(audit: pd.DataFrame) -> set[str]:
-    """The object ids an audit mentions: its users and the managers in its changes."""
-    ids = {i for i in audit.get("external_id", pd.Series(dtype=object)) if isinstance(i, str)}
-    for details in audit.get("details", pd.Series(dtype=object)):
+    """The object ids whose names an audit needs: its users (a create names its own) and changed managers."""
+    if audit.empty:
+        return set()
+    named = audit["action"] != "create"
+    ids = {i for i in audit.loc[named, "external_id"] if isinstance(i, str)}
+    for details in audit.loc[audit["action"] == "update", "details"]:
         for before_after in (_as_dict(details).get("changes") or {}).get("manager") or []:
             if isinstance(before_after, str):
                 ids.add(before_after)
@@ -77,14 +81,18 @@ def change_rows(audit: pd.DataFrame, people: Mapping[str, Person]) -> pd.DataFra
     for external_id, email, action, details in zip(
         audit["external_id"], audit["email"], audit["action"], audit["details"], strict=True
     ):
+        details = _as_dict(details)
         person = people.get(external_id) if isinstance(external_id, str) else None
+        if person is None and action == "create":
+            fields = details.get("fields") or {}
+            person = Person(" ".join(str(fields[n]) for n in ("first_name", "last_name") if fields.get(n)), email)
         rows.append(
             (
                 action,
                 email or (person.upn if person else None) or "",
                 (person.name if person else None) or "",
                 external_id or "",
-                describe(str(action), _as_dict(details), people),
+                describe(str(action), details, people),
                 entra_url(external_id),
             )
         )
@@ -99,9 +107,14 @@ def describe(action: str, details: Mapping[str, Any], people: Mapping[str, Perso
             f"{_label(field)}: {_shown(field, before, people)} → {_shown(field, after, people)}"
             for field, (before, after) in changes.items()
         )
-    if action == "create":
+    if action == "create":  # the common case of a first sync (a million rows): kept to plain string work
         fields = details.get("fields") or {}
-        return "; ".join(f"{_label(field)}: {_shown(field, value, people)}" for field, value in fields.items())
+        return "; ".join(
+            [
+                f"{_LABELS.get(name) or _label(name)}: {value if type(value) is str else _shown(name, value, people)}"
+                for name, value in fields.items()
+            ]
+        )
     if action == "archive":
         before = details.get("status_before")
         return f"reason: {details.get('reason')}" + (f" (was {before})" if before else "")
@@ -162,11 +175,15 @@ def csv_text(frame: pd.DataFrame) -> str:
     Directory values are untrusted: ``=HYPERLINK(...)`` as a job title must stay text when an admin
     opens the download in Excel or LibreOffice (OWASP "CSV injection").
     """
+    columns = []
+    for column in frame.columns:
+        values = frame[column].astype(object).where(frame[column].notna(), "").astype(str)
+        formula = values.str.startswith(_FORMULA_START)
+        columns.append(values.where(~formula, "'" + values).tolist())
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(frame.columns)
-    for row in frame.itertuples(index=False):
-        writer.writerow(_cell(v) for v in row)
+    writer.writerows(zip(*columns, strict=True))
     return out.getvalue()
 
 
@@ -293,6 +310,9 @@ def _label(field: str) -> str:
     return field.replace("_", " ")
 
 
+_LABELS = {f: _label(f) for f in (*TEXT_FIELDS, *ENTITY_FIELDS, "manager")}
+
+
 def _shown(field: str, value: Any, people: Mapping[str, Person]) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "(empty)"
@@ -308,9 +328,3 @@ def _reason(reason: Mapping[str, Any]) -> str:
     if reason.get("value") is not None:
         text += f": {reason['value']}"
     return text
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
