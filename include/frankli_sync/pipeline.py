@@ -28,7 +28,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from frankli_sync import incremental
+from frankli_sync import incremental, task_log
 from frankli_sync.config import SyncConfig, TenantConfig, load_config
 from frankli_sync.connections import engine_for, staging_engine
 from frankli_sync.db_values import as_utc
@@ -217,7 +217,9 @@ def extract(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = No
     from frankli_sync.extraction import extract_users
 
     ctx = RunContext.open(tenant_name, run_id, params)
-    return extract_users(ctx.staging, ctx.tenant, run_id, full_sync=ctx.params.full_sync)
+    summary = extract_users(ctx.staging, ctx.tenant, run_id, full_sync=ctx.params.full_sync)
+    log.info(task_log.extract_line(tenant_name, summary))
+    return summary
 
 
 def staged_users(ctx: RunContext, run_id: str) -> pd.DataFrame:
@@ -240,6 +242,7 @@ def validate(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = N
     other users' quarantines over from the record; it and `only_user` runs evaluate the suite
     in pandas (`validation.evaluate_in_pandas`, GX's verdicts) without Data Docs.
     """
+    task_log.quiet_gx()
     from frankli_sync.sinks.schema import frankli_field_lengths
     from frankli_sync.validation import ValidationSettings, validate_users
 
@@ -293,6 +296,7 @@ def validate(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = N
         "failed_share": round(failed_share, 4),
     }
     log.info("tenant %s run %s validated %s users (%s: %s)", tenant_name, run_id, checked, basis.mode, basis.reason)
+    log.info(task_log.validate_line(tenant_name, summary, quarantined, len(outcome.warnings)))
     if exceeded:
         raise ValidationThresholdExceeded(
             f"{len(quarantined)} of {in_scope_total} users ({failed_share:.1%}) fail validation, "
@@ -536,6 +540,7 @@ def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None
     ctx.plans.applied(ctx.tenant.name, run_id, after if planned.kept else None)
     if not ctx.params.only_user:
         ctx.staging.mark_synced(ctx.tenant.name, run_id)
+    log.info(task_log.load_line(tenant_name, "load_upserts", counts))
     log.info(
         "upserts for tenant %s run %s: %s (%s in %.1f s, written and committed in %.1f s)",
         tenant_name,
@@ -568,6 +573,7 @@ def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | Non
         ).scalar_one()
         guard = archive_guard(ctx, len(plan.archives), int(synced))
         ctx.staging.save_document(ctx.tenant.name, run_id, "guard", guard)
+        log.info(task_log.load_line(tenant_name, "load_archives", {}, guard))
         if guard["blocked"]:
             raise DeletionGuardTriggered(guard["message"])
         archived = apply_archives(connection, org_id, plan.archives, run_id, ctx.clock())
@@ -583,6 +589,7 @@ def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | Non
         planned.basis.mode,
         "the transform's plan" if planned.kept else "planned again",
     )
+    log.info(task_log.load_line(tenant_name, "load_archives", {"archive": archived}))
     return {"archive": archived}
 
 
