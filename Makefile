@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-browser chromium lint bench benchmark clean
+.PHONY: venv demo ui test test-browser chromium lint bench benchmark clean
 
 venv: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 demo: venv
 	$(BIN)/python scripts/demo.py
+
+# The Airflow UI on the embedded defaults: api-server, scheduler, dag-processor and triggerer with the reports
+# plugin, the graph_extract pool and the Graph emulator; prints the URL and login. UI_ARGS="--fresh --port 8081".
+ui: venv
+	$(BIN)/python scripts/ui.py $(UI_ARGS)
 
 # The suite in two steps: everything that runs in one process, spread over the CPUs (pytest-xdist), then the
 # browser and topology tests, which start whole Airflow stacks of their own and run one at a time.
@@ -45,4 +50,4 @@ bench: venv
 benchmark: bench
 
 clean:
-	rm -rf $(VENV) .demo .airflow reports
+	rm -rf $(VENV) .demo .ui .airflow reports
