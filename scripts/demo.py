@@ -92,22 +92,45 @@ def latest_report(known: set[Path]) -> Path:
     return reports.pop()
 
 
+WORDS = {  # what each count means to an admin, and what to do about it
+    "create": "new Frankli users (uninvited: invite them from Frankli)",
+    "update": "users whose details changed in Entra",
+    "link": "Frankli users matched to their Entra account",
+    "restore": "users back in Entra, restored in Frankli",
+    "archive": "users disabled or deleted in Entra, archived in Frankli",
+    "quarantine": "users held back: fix them in Entra (reasons below)",
+}
+MANAGER_PROBLEMS = {
+    "not_in_source": "manager not among the synced users",
+    "quarantined": "manager held back by validation",
+    "disabled": "manager disabled in Entra",
+    "deleted": "manager deleted in Entra",
+    "out_of_scope": "manager outside the sync scope",
+    "conflict": "manager in conflict",
+    "archived_in_frankli": "manager archived by a Frankli admin",
+}
+
+
 def print_summary(day: str, report_path: Path, seconds: float) -> dict:
     report = json.loads(report_path.read_text())
     counts = report["counts"]
     print(f"\n=== {day}: run {report['run_id']} · {report['status']} in {seconds:.1f} s ===")
-    for action in ("create", "update", "link", "restore", "archive", "quarantine"):
-        print(f"  {action:<11}{counts.get(action, 0):>7}")
+    for action, words in WORDS.items():
+        print(f"  {counts.get(action, 0):>7}  {words}")
     reasons: dict[str, int] = {}
     for user in report["quarantined"]:
         for reason in user["reasons"]:
             reasons[reason["expectation"]] = reasons.get(reason["expectation"], 0) + 1
     if reasons:
-        print("  quarantine reasons: " + ", ".join(f"{k} x{v}" for k, v in sorted(reasons.items())))
-    print(
-        f"  manager problems: {len(report['manager_problems'])}; deletion guard: "
-        f"{(report['deletion_guard'] or {}).get('message', 'n/a')}"
-    )
+        print("  held back because: " + ", ".join(f"{k} ({v})" for k, v in sorted(reasons.items())))
+    problems: dict[str, int] = {}
+    for problem in report["manager_problems"]:
+        problems[problem["reason"]] = problems.get(problem["reason"], 0) + 1
+    if problems:
+        listed = ", ".join(f"{MANAGER_PROBLEMS.get(k, k)} ({v})" for k, v in sorted(problems.items()))
+        print(f"  {sum(problems.values()):>7}  users whose Entra manager could not be set in Frankli: {listed}; "
+              "fix the manager in Entra (the report lists each user)")  # fmt: skip
+    print(f"  deletion guard:    {(report['deletion_guard'] or {}).get('message', 'not evaluated')}")
     print(f"  run report:        {report_path.parent / 'index.html'}")
     basis = report.get("basis") or {}
     print(f"  planned:           {basis.get('mode', 'n/a')} ({basis.get('reason', '')})")
