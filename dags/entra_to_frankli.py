@@ -8,6 +8,8 @@ load_upserts → load_archives (deletion guard) → report.
 
 Trigger params: `dry_run`, `full_sync`, `allow_mass_archive`, `only_user` (a UPN).
 Every task is idempotent: clear and re-run any of them, or the whole run.
+Loads that wrote users emit the organisation's asset (`frankli_sync.assets`); a tenant's `notify`
+settings mail failures, a tripped deletion guard and quarantine above a warn share (`frankli_sync.notifications`).
 The logic lives in `frankli_sync.pipeline`; this file only wires it.
 """
 
@@ -17,6 +19,7 @@ import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, chain, dag, get_current_context, task
+from frankli_sync import assets, notifications
 from frankli_sync.config import TenantConfig, load_config
 
 DEFAULT_ARGS = {
@@ -51,13 +54,17 @@ def _run(step: str, tenant: str, **extra: object) -> dict:
 
 
 def build_dag(tenant: TenantConfig):
+    notify = notifications.callbacks(tenant)  # None each where the tenant asks for no mail
+    changed = assets.changes_alias(tenant)  # the organisation's asset, added only when a load wrote users
+
     @dag(
         dag_id=tenant.dag_id,
         schedule=tenant.schedule,
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args={**DEFAULT_ARGS, "on_failure_callback": notify.step_failed},
+        on_failure_callback=notify.run_failed,
         params=PARAMS,
         tags=["frankli", "entra-id", "directory-sync", f"tenant:{tenant.name}"],
         doc_md=__doc__,
@@ -68,7 +75,7 @@ def build_dag(tenant: TenantConfig):
         def extract() -> dict:
             return _run("extract", tenant.name)
 
-        @task
+        @task(on_success_callback=notify.validated)
         def validate() -> dict:
             return _run("validate", tenant.name)
 
@@ -76,26 +83,24 @@ def build_dag(tenant: TenantConfig):
         def transform() -> dict:
             return _run("transform", tenant.name)
 
-        @task
+        @task(outlets=[changed])
         def load_upserts() -> dict:
-            return _run("load_upserts", tenant.name)
+            return assets.announce(get_current_context(), tenant, "load_upserts", _run("load_upserts", tenant.name))
 
-        @task
+        @task(outlets=[changed], on_success_callback=notify.archived)
         def load_archives() -> dict:
-            return _run("load_archives", tenant.name)
+            return assets.announce(get_current_context(), tenant, "load_archives", _run("load_archives", tenant.name))
 
         @task(trigger_rule="all_done", retries=0)
         def report() -> dict:
             """Runs even when a step failed, so admins see why; then fails the run if a step did."""
-            from airflow.sdk.exceptions import AirflowFailException
-
             ti = get_current_context()["ti"]
             steps = ("extract", "validate", "transform", "load_upserts", "load_archives")
             results = {step: ti.xcom_pull(task_ids=step) for step in steps}
             summary = _run("report", tenant.name, task_results=results)
             print(f"Run summary for {tenant.name}: {summary['counts']}; report at {summary['report_path']}")
             if summary["incomplete_tasks"]:
-                raise AirflowFailException(
+                raise notifications.RunIncomplete(  # the failed step's own mail told; no second one
                     f"run incomplete: {', '.join(summary['incomplete_tasks'])} did not succeed; "
                     f"see {summary['report_path']}"
                 )

@@ -72,6 +72,13 @@ CRON_PRESETS = {
     "@yearly": "0 0 1 1 *",
 }
 SPECIAL_SCHEDULES = ("@once", "@continuous")
+# What a tenant's notify block can mail about (frankli_sync.notifications).
+NOTIFY_EVENTS = ("failure", "guard", "quarantine")
+DEFAULT_NOTIFY_CONN_ID = "smtp_default"
+# One ASCII address, no display name: nothing that could end a header or add a recipient (no spaces, line
+# breaks, quotes, angle brackets, commas).
+_DOMAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+EMAIL_ADDRESS = re.compile(rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})*$")
 
 
 class ConfigError(ValueError):
@@ -205,6 +212,26 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
+class NotifySettings:
+    """Who is mailed about a tenant's runs, and on what (sent by ``frankli_sync.notifications``).
+
+    - ``conn_id``: the Airflow SMTP connection (host, port, login, password, extra ``from_email``);
+      its secrets stay in Airflow and are never logged.
+    - ``to``: the recipients; ``from_email``: the sender (default: the connection's ``from_email``).
+    - ``on``: any of ``failure`` (a step failed, or the run timed out), ``guard`` (the deletion guard
+      stopped archiving) and ``quarantine`` (more than ``quarantine_warn_share`` of the in-scope users
+      quarantined, below ``thresholds.max_invalid_share``, which stops the run). Default: ``failure`` and
+      ``guard``, plus ``quarantine`` when ``quarantine_warn_share`` is set.
+    """
+
+    to: tuple[str, ...]
+    conn_id: str = DEFAULT_NOTIFY_CONN_ID
+    on: tuple[str, ...] = ("failure", "guard")
+    quarantine_warn_share: float | None = None
+    from_email: str | None = None
+
+
+@dataclass(frozen=True)
 class TenantConfig:
     name: str
     source: SourceSettings
@@ -214,6 +241,7 @@ class TenantConfig:
     mapping: Mapping[str, FieldMapping] = field(default_factory=dict)
     thresholds: Thresholds = field(default_factory=Thresholds)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    notify: NotifySettings | None = None  # None: no mail
 
     @property
     def dag_id(self) -> str:
@@ -399,8 +427,9 @@ def _check_owner(target: TargetSettings | None, who: str, where: str, owners: di
 
 def _tenant(raw: Any, where: str, base_dir: Path = Path()) -> TenantConfig:
     data = _mapping(raw, where)
-    known = {"name", "schedule", "source", "target", "scope", "mapping", "thresholds", "validation"}
+    known = {"name", "schedule", "source", "target", "scope", "mapping", "thresholds", "validation", "notify"}
     _no_unknown_keys(data, known, where)
+    thresholds = _thresholds(data.get("thresholds", {}), f"{where}.thresholds")
     return TenantConfig(
         name=_str(data.get("name"), f"{where}.name"),
         schedule=_schedule(data.get("schedule", DEFAULT_SCHEDULE), f"{where}.schedule"),
@@ -408,8 +437,9 @@ def _tenant(raw: Any, where: str, base_dir: Path = Path()) -> TenantConfig:
         target=_target(data.get("target"), f"{where}.target"),
         scope=_scope(data.get("scope", {}), f"{where}.scope"),
         mapping=_mapping_settings(data.get("mapping", {}), f"{where}.mapping"),
-        thresholds=_thresholds(data.get("thresholds", {}), f"{where}.thresholds"),
+        thresholds=thresholds,
         validation=_validation(data.get("validation", {}), f"{where}.validation"),
+        notify=_notify(data.get("notify"), f"{where}.notify", thresholds),
     )
 
 
@@ -556,6 +586,62 @@ def _validation(raw: Any, where: str) -> ValidationConfig:
                 raise ConfigError(f"{where}.{key}[{i}]: {name!r} is not an Entra attribute the sync reads")
         values[key] = tuple(names)
     return ValidationConfig(**values)
+
+
+def _notify(raw: Any, where: str, thresholds: Thresholds) -> NotifySettings | None:
+    if raw is None:
+        return None
+    data = _mapping(raw, where)
+    _no_unknown_keys(data, {"conn_id", "to", "on", "quarantine_warn_share", "from_email"}, where)
+    to = data.get("to")
+    if isinstance(to, str):
+        to = [to]
+    if not isinstance(to, list) or not to:
+        raise ConfigError(f"{where}.to: must be a non-empty list of e-mail addresses, got {to!r}")
+    recipients = tuple(_address(address, f"{where}.to[{i}]") for i, address in enumerate(to))
+    sender = data.get("from_email")
+    share = data.get("quarantine_warn_share")
+    warn = None if share is None else _share(share, f"{where}.quarantine_warn_share")
+    default_on = ["failure", "guard"] + (["quarantine"] if warn is not None else [])
+    on = data.get("on", default_on)
+    if not isinstance(on, list) or not on:
+        raise ConfigError(f"{where}.on: must be a non-empty list of {list(NOTIFY_EVENTS)}, got {on!r}")
+    for i, event in enumerate(on):
+        _choice(event, NOTIFY_EVENTS, f"{where}.on[{i}]")
+    if len(set(on)) != len(on):
+        raise ConfigError(f"{where}.on: {on!r} names an event twice")
+    stop = thresholds.max_invalid_share
+    if "quarantine" in on and warn is None:
+        raise ConfigError(
+            f"{where}.quarantine_warn_share: required when 'quarantine' is in {where}.on: the share of in-scope "
+            f"users quarantined above which to mail, below thresholds.max_invalid_share ({stop}) that stops the "
+            "run (e.g. 0.02); or take 'quarantine' out of on"
+        )
+    if warn is not None and "quarantine" not in on:
+        raise ConfigError(
+            f"{where}.quarantine_warn_share: set, but 'quarantine' is not in {where}.on {on!r}; "
+            "add it to on, or remove the share"
+        )
+    if warn is not None and warn >= stop:
+        raise ConfigError(
+            f"{where}.quarantine_warn_share: {warn} must be below thresholds.max_invalid_share ({stop}): above "
+            "that share the run stops and the failure mail says so. Lower the warn share (e.g. "
+            f"{stop / 2:g}) or raise max_invalid_share"
+        )
+    return NotifySettings(
+        to=recipients,
+        conn_id=_str(data.get("conn_id", DEFAULT_NOTIFY_CONN_ID), f"{where}.conn_id"),
+        on=tuple(event for event in NOTIFY_EVENTS if event in on),
+        quarantine_warn_share=warn,
+        from_email=_address(sender, f"{where}.from_email") if sender is not None else None,
+    )
+
+
+def _address(value: Any, where: str) -> str:
+    address = _str(value, where)
+    if not EMAIL_ADDRESS.fullmatch(address):
+        raise ConfigError(f"{where}: {address!r} is not an e-mail address (like ops@contoso.com, no display name)")
+    return address
 
 
 def _mapping(raw: Any, where: str) -> dict[str, Any]:
