@@ -24,6 +24,11 @@ authenticated request for ``<run>/validation/...`` is redirected to ``/_docs/<si
 an HMAC (key derived from the API server's JWT signing key) over tenant, run and expiry, valid for
 ``DOCS_LINK_SECONDS``, granting read access to that one run's report files only.
 
+The files GX's pages load from CDNs (jQuery, Bootstrap, bootstrap-table, Font Awesome...) are shipped
+in ``frankli_reports_assets/`` beside this file: each page is rewritten as it is served to load them
+from ``<signed link>/_vendor/<file>`` (``frankli_sync.docs_assets``), only the files listed there are
+served, and the pages' CSP allows no other host, so Data Docs work on a network without internet.
+
 Airflow's modules are imported inside the functions: task workers and the DAG processor load
 plugins too, and must not pay for (or depend on) the API server's imports.
 """
@@ -47,6 +52,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from frankli_sync import docs_assets
 from frankli_sync import report_site as site
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -64,6 +70,7 @@ REPORT_HEADERS = {
 }
 DOCS_HEADERS = {**REPORT_HEADERS, "Content-Security-Policy": site.DATA_DOCS_POLICY}
 DATA_HEADERS = {**REPORT_HEADERS, "Content-Security-Policy": "default-src 'none'; sandbox"}
+DOCS_ASSETS_DIR = Path(__file__).resolve().with_name("frankli_reports_assets")  # see docs_assets
 # The changes page's search form submits to the page itself; otherwise the report pages' policy.
 CHANGES_HEADER_POLICY = site.CONTENT_SECURITY_POLICY_HEADER.replace("form-action 'none'", "form-action 'self'")
 
@@ -268,11 +275,33 @@ def docs_token_valid(token: str, tenant: str, directory: str, now: float | None 
     return hmac.compare_digest(signature, _signature(tenant, directory, int(expires)))
 
 
+def _require_docs_link(token: str, tenant: str, directory: str) -> None:
+    if not (site.TENANT_DIR.match(tenant) and docs_token_valid(token, tenant, directory)):
+        raise HTTPException(403, "this Data Docs link is invalid or expired: open it again from the run page")
+
+
+@app.get(f"/_docs/{{token}}/{{tenant}}/{{directory}}/{docs_assets.ASSETS_SEGMENT}/{{name:path}}")
+def signed_docs_asset(token: str, tenant: str, directory: str, name: str) -> Response:
+    """A file GX's pages would load from a CDN, shipped with the plugin: only those listed, by exact name."""
+    _require_docs_link(token, tenant, directory)
+    asset = docs_assets.vendored_asset(name)
+    if asset is None:
+        raise HTTPException(404, f"{name!r} is not one of the files shipped for the Data Docs")
+    path = DOCS_ASSETS_DIR / asset.path
+    if not path.is_file():
+        raise HTTPException(
+            500, f"{path} is missing: deploy the folder {DOCS_ASSETS_DIR.name}/ beside {Path(__file__).name}"
+        )
+    headers = {**DATA_HEADERS, "Cache-Control": "private, max-age=3600"}
+    if asset.cross_origin:  # a font, fetched in CORS mode by the sandboxed (opaque origin) page
+        headers["Access-Control-Allow-Origin"] = "*"
+    return FileResponse(path, media_type=asset.media_type, headers=headers)
+
+
 @app.get("/_docs/{token}/{tenant}/{directory}/{relative:path}")
 def signed_run_file(token: str, tenant: str, directory: str, relative: str) -> Response:
     """A run's report files through a signed link (what the sandboxed Data Docs navigate with)."""
-    if not (site.TENANT_DIR.match(tenant) and docs_token_valid(token, tenant, directory)):
-        raise HTTPException(403, "this Data Docs link is invalid or expired: open it again from the run page")
+    _require_docs_link(token, tenant, directory)
     return _serve_run_file(tenant, directory, relative or site.REPORT_HTML)
 
 
@@ -380,8 +409,9 @@ def _serve_run_file(tenant: str, directory: str, relative: str) -> Response:
     if relative == site.REPORT_JSON:
         return FileResponse(path, media_type="application/json", headers=DATA_HEADERS)
     if parts[0] == site.DOCS_DIR and path.suffix == ".html":
-        page = site.add_docs_banner(path.read_text(errors="replace"), depth=len(parts) - 1)
-        return HTMLResponse(page, headers=DOCS_HEADERS)
+        depth = len(parts) - 1
+        page = docs_assets.localize_docs_assets(path.read_text(errors="replace"), depth)
+        return HTMLResponse(site.add_docs_banner(page, depth=depth), headers=DOCS_HEADERS)
     if len(parts) == 1 and path.suffix == ".csv":  # changes.csv, quarantine.csv: downloads, never rendered
         return FileResponse(path, media_type="text/csv; charset=utf-8", filename=f"{tenant}-{directory}-{path.name}",
                             headers=DATA_HEADERS)  # fmt: skip

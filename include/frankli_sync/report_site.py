@@ -266,20 +266,16 @@ CONTENT_SECURITY_POLICY = (
 )
 # The HTTP header adds what a <meta> policy cannot carry.
 CONTENT_SECURITY_POLICY_HEADER = f"{CONTENT_SECURITY_POLICY}; frame-ancestors 'self'"
-# GX Data Docs need inline scripts and CDN scripts, and GX (1.x) writes unexpected values into
-# them unescaped: a UPN "<script>...</script>" ends up as markup in the validation page. So they
-# are served in a CSP sandbox: an opaque origin that cannot read Airflow's cookies or storage nor
-# call its API with the user's session, may not open dialogs, popups or forms, and may not
-# connect anywhere.
-_GX_SCRIPT_HOSTS = (
-    "https://cdn.jsdelivr.net https://cdnjs.cloudflare.com https://code.jquery.com "
-    "https://stackpath.bootstrapcdn.com https://unpkg.com"
-)
+# GX Data Docs need inline scripts, and GX (1.x) writes unexpected values into them unescaped: a
+# UPN "<script>...</script>" ends up as markup in the validation page. So they are served in a CSP
+# sandbox: an opaque origin that cannot read Airflow's cookies or storage nor call its API with the
+# user's session, may not open dialogs, popups or forms, and may not connect anywhere. What GX loads
+# from CDNs is shipped with the plugin and served from this site (`frankli_sync.docs_assets`), so
+# nothing may load from any other host: the pages work without internet and tell no CDN who reads them.
 DATA_DOCS_POLICY = (
     "sandbox allow-scripts; default-src 'none'; "
-    f"script-src 'unsafe-inline' {_GX_SCRIPT_HOSTS}; "
-    f"style-src 'self' 'unsafe-inline' https://maxcdn.bootstrapcdn.com {_GX_SCRIPT_HOSTS}; "
-    "font-src 'self' data: https://cdnjs.cloudflare.com; img-src 'self' data:; connect-src 'none'; "
+    "script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "font-src 'self'; img-src 'self' data:; connect-src 'none'; "
     "base-uri 'self'; form-action 'none'; object-src 'none'; frame-ancestors 'self'"
 )
 
