@@ -1,13 +1,27 @@
 """
 ### Entra ID → Frankli directory sync
 
-One DAG per tenant of `$FRANKLI_SYNC_CONFIG`, id `entra_to_frankli__<tenant>`:
-
 extract (Microsoft Graph → staging) → validate (Great Expectations) → transform (plan) →
-load_upserts → load_archives (deletion guard) → report.
+load_upserts → load_archives (deletion guard) → [approve_archives → apply_approved_archives] → report.
 
-Trigger params: `dry_run`, `full_sync`, `allow_mass_archive`, `only_user` (a UPN).
-Every task is idempotent: clear and re-run any of them, or the whole run.
+**Reports**: the *Frankli sync report* tab of each run (Browse > Frankli sync reports): who changed,
+field by field; why a run failed (the failing task's own message); the quarantine; CSV downloads.
+
+**Runbook**
+- *A task failed*: read the cause on the run's report tab, fix it (Graph credentials, a database, the
+  tenant config), then **Clear** the failed task with its downstream tasks. Every task is idempotent:
+  a re-run finds what an earlier try wrote and writes nothing twice.
+- *Backfill / a missed day*: trigger one new run. Each run reads Entra as it is now (a delta from the
+  last run, a full read every `full_resync_days`); there is nothing to replay per day, and older runs
+  cleared later never undo a newer one's writes.
+- *The deletion guard stopped archives*: the run waits in **approve_archives** (Required actions) with
+  the count, the limits and who would go. Approve archives exactly that set; Reject (or no answer
+  within `thresholds.archive_approval_hours`) archives nobody and fails the run. Never approve a set
+  you did not expect: check Entra first. `allow_mass_archive` does the same for automation.
+- *Too many users quarantined*: the run stops before loading; fix the users in Entra (the report
+  lists each with the failed rule and value), then trigger a new run.
+- *One user now*: trigger with `only_user` = their UPN.
+
 Loads that wrote users emit the organisation's asset (`frankli_sync.assets`); a tenant's `notify`
 settings mail failures, a tripped deletion guard and quarantine above a warn share (`frankli_sync.notifications`).
 The logic lives in `frankli_sync.pipeline`; this file only wires it.
@@ -20,6 +34,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, chain, dag, get_current_context, task
 from frankli_sync import assets, notifications
+from frankli_sync.approval_operator import ArchiveApproval
 from frankli_sync.config import TenantConfig, load_config
 
 DEFAULT_ARGS = {
@@ -30,13 +45,22 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": True,
 }
 PARAMS = {
-    "dry_run": Param(False, type="boolean", description="Plan and report only: write nothing to Frankli."),
-    "full_sync": Param(False, type="boolean", description="Read every user instead of the delta since last run."),
+    "dry_run": Param(False, type="boolean", title="Dry run", description="Plan and report only: write nothing."),
+    "full_sync": Param(
+        False, type="boolean", title="Full read", description="Read every user, not the changes since the last run."
+    ),
     "allow_mass_archive": Param(
-        False, type="boolean", description="Let this run archive more users than the deletion guard allows."
+        False,
+        type="boolean",
+        title="Allow a mass archive",
+        description="Archive more users than the deletion guard allows, without asking (automation only).",
     ),
     "only_user": Param(
-        None, type=["null", "string"], description="Provision only this user (a UPN): create, update or archive."
+        None,
+        type=["null", "string"],
+        format="email",
+        title="Only this user",
+        description="Provision only this user, by UPN (jane@contoso.com): create, update or archive.",
     ),
 }
 
@@ -91,13 +115,35 @@ def build_dag(tenant: TenantConfig):
         def load_archives() -> dict:
             return assets.announce(get_current_context(), tenant, "load_archives", _run("load_archives", tenant.name))
 
+        @task.short_circuit(ignore_downstream_trigger_rules=False)  # report still runs when nothing is asked
+        def needs_approval(archives: dict) -> bool:
+            return bool(archives.get("awaiting_approval"))
+
+        hours = tenant.thresholds.archive_approval_hours
+        approve = ArchiveApproval(
+            tenant=tenant.name,
+            task_id="approve_archives",
+            subject=f"Archive users of {tenant.name}? The deletion guard stopped this run's archives.",
+            body="{{ ti.xcom_pull(task_ids='load_archives')['request'] }}",
+            defaults="Reject",  # no answer in time: nobody is archived
+            retries=0,
+            response_timeout=timedelta(hours=hours) if hours else None,
+        )
+
+        @task(outlets=[changed], retries=0)
+        def apply_approved_archives() -> dict:
+            done = _run("apply_approved_archives", tenant.name)  # the answer is kept with the run
+            return assets.announce(get_current_context(), tenant, "apply_approved_archives", done)
+
         @task(trigger_rule="all_done", retries=0)
         def report() -> dict:
             """Runs even when a step failed, so admins see why; then fails the run if a step did."""
-            ti = get_current_context()["ti"]
-            steps = ("extract", "validate", "transform", "load_upserts", "load_archives")
+            context = get_current_context()
+            ti = context["ti"]
+            steps = ("extract", "validate", "transform", "load_upserts", "load_archives", "apply_approved_archives")
             results = {step: ti.xcom_pull(task_ids=step) for step in steps}
-            summary = _run("report", tenant.name, task_results=results)
+            states = ti.get_task_states(dag_id=tenant.dag_id, run_ids=[context["run_id"]], task_ids=list(steps))
+            summary = _run("report", tenant.name, task_results=results, task_states=states.get(context["run_id"]))
             print(f"Run summary for {tenant.name}: {summary['counts']}; report at {summary['report_path']}")
             if summary["incomplete_tasks"]:
                 raise notifications.RunIncomplete(  # the failed step's own mail told; no second one
@@ -106,7 +152,9 @@ def build_dag(tenant: TenantConfig):
                 )
             return {"counts": summary["counts"], "report_path": summary["report_path"]}
 
-        chain(extract(), validate(), transform(), load_upserts(), load_archives(), report())
+        archives = load_archives()
+        chain(extract(), validate(), transform(), load_upserts(), archives)
+        chain(archives, needs_approval(archives), approve, apply_approved_archives(), report())
 
     return sync()
 

@@ -195,6 +195,10 @@ class Thresholds:
     max_archive_share: float = 0.10
     # An extract with fewer users than this share of the last synced snapshot never archives.
     min_source_share: float = 0.5
+    # When the guard stops the archives of a read proven complete, the run waits this long for a person to
+    # approve them in Airflow's "Required actions" (no answer: rejected). 0: no approval, the run fails at once.
+    # The tenant's next runs wait behind a run awaiting approval (one active run per tenant).
+    archive_approval_hours: float = 8.0
 
 
 @dataclass(frozen=True)
@@ -569,7 +573,14 @@ def _thresholds(raw: Any, where: str) -> Thresholds:
         for key in ("max_invalid_share", "max_archive_share", "min_source_share")
     }
     count = _int_at_least(data.get("max_archive_count", defaults.max_archive_count), 0, f"{where}.max_archive_count")
-    return Thresholds(max_archive_count=count, **shares)
+    approval = "archive_approval_hours"
+    hours = _float(data.get(approval, defaults.archive_approval_hours), f"{where}.{approval}")
+    if not 0 <= hours <= 24 * 7:
+        raise ConfigError(
+            f"{where}.archive_approval_hours: {hours:g} must be between 0 (no approval: fail at once) and 168 "
+            "(a week); the tenant's later runs wait behind a run awaiting approval"
+        )
+    return Thresholds(max_archive_count=count, archive_approval_hours=hours, **shares)
 
 
 def _validation(raw: Any, where: str) -> ValidationConfig:

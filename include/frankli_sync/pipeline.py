@@ -28,7 +28,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from frankli_sync import incremental, task_log
+from frankli_sync import approval, incremental, task_log
 from frankli_sync.config import SyncConfig, TenantConfig, load_config
 from frankli_sync.connections import engine_for, staging_engine
 from frankli_sync.db_values import as_utc
@@ -184,16 +184,16 @@ class RunContext:
 # --- extract ---------------------------------------------------------------------------------
 
 
-Step = Callable[[str, str, Mapping[str, Any] | None], dict[str, Any]]
+Step = Callable[..., dict[str, Any]]  # (tenant name, run id, params, **step-specific inputs) -> summary
 
 
 def _records_failure(step: Step) -> Step:
     """The step keeps the exception it ends with for the run's report (`task_outcome`), then raises it."""
 
     @functools.wraps(step)
-    def run(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def run(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None, **inputs: Any) -> dict[str, Any]:
         try:
-            return step(tenant_name, run_id, params)
+            return step(tenant_name, run_id, params, **inputs)
         except Exception as error:
             _keep_failure(tenant_name, run_id, step.__name__, error)
             raise
@@ -218,7 +218,8 @@ def extract(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = No
 
     ctx = RunContext.open(tenant_name, run_id, params)
     summary = extract_users(ctx.staging, ctx.tenant, run_id, full_sync=ctx.params.full_sync)
-    log.info(task_log.extract_line(tenant_name, summary))
+    pages = (ctx.staging.extraction(ctx.tenant.name, run_id) or {}).get("pages")
+    log.info(task_log.extract_line(tenant_name, {"pages": pages, **summary}))
     return summary
 
 
@@ -555,7 +556,58 @@ def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None
 
 @_records_failure
 def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Archive disabled / deleted / out-of-scope users, behind the deletion guard. One transaction."""
+    """Archive disabled / deleted / out-of-scope users, behind the deletion guard. One transaction.
+
+    A guard that trips on a read proven complete asks for approval (`approval`) when the tenant
+    allows it: the task then succeeds with ``awaiting_approval`` and archives nothing yet.
+    """
+    return _archive(tenant_name, run_id, params)
+
+
+def keep_approval(tenant_name: str, run_id: str, event: Mapping[str, Any]) -> None:
+    """Keep the person's answer to the run's approval request (called by the approval task)."""
+    ctx = RunContext.open(tenant_name, run_id)
+    answered = None if "error" in event else event  # a timeout without a default: nobody answered
+    ctx.staging.save_document(ctx.tenant.name, run_id, "approval", approval.decision(answered))
+
+
+def _kept_approval(ctx: RunContext) -> dict[str, Any]:
+    try:
+        return ctx.staging.load_document(ctx.tenant.name, ctx.run_id, "approval")
+    except SnapshotMissing:
+        return approval.decision(None)
+
+
+@_records_failure
+def apply_approved_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """After the approval task: archive the approved set (exactly it), or stop saying who rejected it."""
+    ctx = RunContext.open(tenant_name, run_id, params)
+    choice = _kept_approval(ctx)
+    guard = ctx.staging.load_document(ctx.tenant.name, run_id, "guard")
+    if not guard.get("awaiting_approval"):
+        return {"archive": 0, "approval": "not needed"}
+    if not choice["approved"]:
+        ctx.staging.save_document(ctx.tenant.name, run_id, "guard", {**guard, "approval": choice})
+        raise DeletionGuardTriggered(_not_approved(guard, choice))
+    return _archive(tenant_name, run_id, params, approved=(str(guard["archive_digest"]), choice))
+
+
+def _not_approved(guard: Mapping[str, Any], choice: Mapping[str, Any]) -> str:
+    who = f" by {choice['by']}" if choice.get("by") else ""
+    when = f" at {choice['at']}" if choice.get("at") else ""
+    return (
+        f"the deletion guard stopped {guard.get('to_archive')} archives (limit {guard.get('limit')}); they "
+        f"{choice['how']}{who}{when}: nobody was archived. If these users really left, approve them in the next run "
+        'that stops on them, or trigger the DAG again with {"allow_mass_archive": true}.'
+    )
+
+
+def _archive(
+    tenant_name: str,
+    run_id: str,
+    params: Mapping[str, Any] | None,
+    approved: tuple[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     ctx = RunContext.open(tenant_name, run_id, params)
     if ctx.params.dry_run:
         return {"dry_run": True}
@@ -572,8 +624,17 @@ def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | Non
             )
         ).scalar_one()
         guard = archive_guard(ctx, len(plan.archives), int(synced))
-        ctx.staging.save_document(ctx.tenant.name, run_id, "guard", guard)
+        if guard["blocked"] and approved is not None:
+            guard = _approved(guard, approval.archive_digest(plan.archives), *approved)
         log.info(task_log.load_line(tenant_name, "load_archives", {}, guard))
+        if guard["blocked"] and approved is None and approval.approvable(guard) and _asks_approval(ctx):
+            request = {**guard, "awaiting_approval": True, "archive_digest": approval.archive_digest(plan.archives)}
+            request["sample"] = approval.sample(plan.archives)
+            ctx.staging.save_document(ctx.tenant.name, run_id, "guard", request)
+            connection.rollback()  # nothing archived until a person approves
+            return {"archive": 0, "awaiting_approval": True, "to_archive": len(plan.archives),
+                    "request": approval.request_body(ctx.tenant.name, request, request["sample"])}  # fmt: skip
+        ctx.staging.save_document(ctx.tenant.name, run_id, "guard", guard)
         if guard["blocked"]:
             raise DeletionGuardTriggered(guard["message"])
         archived = apply_archives(connection, org_id, plan.archives, run_id, ctx.clock())
@@ -591,6 +652,26 @@ def load_archives(tenant_name: str, run_id: str, params: Mapping[str, Any] | Non
     )
     log.info(task_log.load_line(tenant_name, "load_archives", {"archive": archived}))
     return {"archive": archived}
+
+
+def _asks_approval(ctx: RunContext) -> bool:
+    """The tenant waits for a person's approval of a tripped guard (not for an only_user run: one user)."""
+    return ctx.tenant.thresholds.archive_approval_hours > 0 and not ctx.params.only_user
+
+
+def _approved(guard: dict[str, Any], digest: str, approved_digest: str, choice: Mapping[str, Any]) -> dict[str, Any]:
+    """The guard after an approval: passed if the set to archive is the approved one, else still blocked."""
+    if digest != approved_digest:
+        return {
+            **guard,
+            "approval": dict(choice),
+            "message": (
+                f"{choice.get('by') or 'someone'} approved archiving a set of users, but the users to archive "
+                f"changed since ({guard['to_archive']} now); nobody was archived. The next run asks again."
+            ),
+        }
+    message = f"{guard['to_archive']} archives approved by {choice.get('by')} at {choice.get('at')}"
+    return {**guard, "blocked": False, "approval": dict(choice), "message": message}
 
 
 def _record(ctx: RunContext, planned: Planned, mark: str) -> None:
@@ -718,11 +799,14 @@ def report(
     """
     ctx = RunContext.open(tenant_name, run_id, params)
     documents = {}
-    for kind in ("validation", "plan", "guard", *(failure_kind(t) for t in REPORTED_TASKS)):
+    kinds = ("validation", "plan", "guard", *(failure_kind(t) for t in (*REPORTED_TASKS, "apply_approved_archives")))
+    for kind in kinds:
         try:
             documents[kind] = ctx.staging.load_document(ctx.tenant.name, run_id, kind)
         except SnapshotMissing:
             documents[kind] = None
+    task_results = dict(task_results or {})
+    _approval_outcome(documents, task_results, _kept_approval(ctx))
     applied, changes = _applied_actions(ctx, documents["plan"])
     summary = write_run_report(
         ctx.run_dir,
@@ -731,11 +815,33 @@ def report(
         params=ctx.params.__dict__,
         documents=documents,
         applied=applied,
-        task_results=dict(task_results or {}),
+        task_results=task_results,
         task_states=dict(task_states) if task_states is not None else None,
         changes=changes,
     )
     return summary
+
+
+def _approval_outcome(documents: dict[str, Any], task_results: dict[str, Any], choice: Mapping[str, Any]) -> None:
+    """A guard that asked for approval: its outcome becomes load_archives' (rejected, timed out or failed: failed)."""
+    guard = documents.get("guard") or {}
+    applied = task_results.get("apply_approved_archives")
+    failure = documents.get(failure_kind("apply_approved_archives")) if applied is None else None
+    if guard.get("awaiting_approval"):  # asked, and the approved archives were not applied (they replace it)
+        if choice["approved"] and applied is not None:
+            return
+        if not choice["approved"]:
+            message = _not_approved(guard, choice)
+            documents["guard"] = {**guard, "approval": choice, "message": message}
+            failure = {"task": "load_archives", "message": message, "stopped": True}
+        failure = failure or {
+            "task": "load_archives",
+            "message": "the archives were approved but not applied: see the apply_approved_archives task's log",
+        }
+    elif failure is None:
+        return
+    documents[failure_kind("load_archives")] = failure
+    task_results["load_archives"] = None
 
 
 def _applied_actions(ctx: RunContext, plan: Mapping[str, Any] | None) -> tuple[dict[str, int], pd.DataFrame]:

@@ -86,13 +86,13 @@ def _state(
 ) -> str:
     if task in results and results[task] is not None:
         return SUCCESS
+    if failures.get(task):  # its own failure (or the approval's outcome, which the report maps onto it)
+        return FAILED
     known = (states or {}).get(task)
     if known in _AIRFLOW_STATES:
         return _AIRFLOW_STATES[known]
     if known is not None:  # skipped, removed...: Airflow did not run it
         return NOT_RUN
-    if failures.get(task):
-        return FAILED
     if upstream_broken:
         return UPSTREAM_FAILED
     return NOT_RUN

@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 DAG_FILE = "entra_to_frankli.py"
 ERRORS_FILE = "entra_to_frankli_config_errors.py"  # broken tenants' import error; defines no DAG
 TASKS = ["extract", "validate", "transform", "load_upserts", "load_archives", "report"]
+# After load_archives: asked only when the deletion guard stopped archives of a proven read.
+APPROVAL = ["load_archives", "needs_approval", "approve_archives", "apply_approved_archives", "report"]
 
 
 def _tenant(name: str, schedule: str | None) -> dict:
@@ -56,19 +58,27 @@ def test_dags_import_without_errors(dagbag) -> None:
 @pytest.mark.parametrize("dag_id", ["entra_to_frankli__contoso", "entra_to_frankli__fabrikam"])
 def test_tasks_edges_and_house_rules(dagbag, dag_id: str) -> None:
     dag = dagbag.dags[dag_id]
-    assert sorted(t.task_id for t in dag.tasks) == sorted(TASKS)
+    assert sorted(t.task_id for t in dag.tasks) == sorted({*TASKS, *APPROVAL})
     edges = {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
-    assert edges == set(itertools.pairwise(TASKS))
+    assert edges == set(itertools.pairwise(TASKS[:-1])) | set(itertools.pairwise(APPROVAL))
+    approve = dag.get_task("approve_archives")
+    assert "ApprovalOperator" in {c.__name__ for c in type(approve).__mro__}, "Airflow's own approval"
+    assert approve.defaults == ["Reject"], "no answer: nobody archived"
+    assert dag.get_task("needs_approval").ignore_downstream_trigger_rules is False, "the report must still run"
     assert dag.max_active_runs == 1, "runs of one tenant must never overlap"
     assert dag.catchup is False
     assert {"frankli", "entra-id", "directory-sync", f"tenant:{dag_id.split('__')[1]}"} <= set(dag.tags)
     assert set(dag.params.keys()) == {"dry_run", "full_sync", "allow_mass_archive", "only_user"}
     assert dag.params["dry_run"] is False and dag.params["only_user"] is None
+    assert all(dag.params.get_param(name).schema.get("title") for name in dag.params), "params carry titles"
+    assert dag.params.get_param("only_user").schema["format"] == "email"
     assert dag.doc_md and "Entra ID" in dag.doc_md
     for task in dag.tasks:
         if task.task_id == "report":
             assert task.trigger_rule == "all_done", "the report must run even when a step failed"
             assert task.retries == 0
+        elif task.task_id in ("approve_archives", "apply_approved_archives"):
+            assert task.retries == 0, "a person's answer is not retried"
         else:
             assert task.retries == 2, f"{task.task_id} must retry transient errors"
 

@@ -4,7 +4,7 @@
 backend, staging, one Frankli database per tenant), picks an unused Redis database
 index as the broker, starts one Graph emulator process per tenant, writes a
 two-tenant `FRANKLI_SYNC_CONFIG`, runs `airflow db migrate` and starts
-`airflow api-server`, `scheduler`, `dag-processor` and `celery worker` as separate
+`airflow api-server`, `scheduler`, `dag-processor`, `triggerer` and `celery worker` as separate
 process groups (logs under the stack's home). It talks to Airflow through the CLI
 and the REST API (token from SimpleAuthManager's `POST /auth/token`).
 """
@@ -283,6 +283,7 @@ class CeleryStack:
         self.start("api-server", "api-server", "--port", str(self.api_port), "--host", "127.0.0.1", "--workers", "1")
         self.start("scheduler", "scheduler")
         self.start("dag-processor", "dag-processor")
+        self.start("triggerer", "triggerer")  # deferred tasks; a waiting approval needs none in Airflow 3.3
         self.start_worker()
         self.wait_for(self._api_up, timeout=120, what="the API server")
 

@@ -1,0 +1,232 @@
+"""A tenant under test: the Graph emulator, a tenant config, a Frankli database, and DAG runs.
+
+Shared by tests/integration (its conftest exposes the fixtures) and tests/browser (which imports them).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+from graph_emulator import GraphEmulator, Tenant, generate_tenant
+from sqlalchemy import Engine, create_engine, inspect, select
+
+REPO = Path(__file__).resolve().parents[1]
+ORGANISATION = "Acme Corp"
+_DAG_MODULE: ModuleType | None = None
+
+
+def dag_module() -> ModuleType:
+    """The DAG file, imported once (it only wires; `build_dag` makes a DAG for any tenant config)."""
+    global _DAG_MODULE
+    if _DAG_MODULE is None:
+        spec = importlib.util.spec_from_file_location("entra_to_frankli_dag", REPO / "dags" / "entra_to_frankli.py")
+        assert spec and spec.loader
+        _DAG_MODULE = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_DAG_MODULE)
+    return _DAG_MODULE
+
+
+@dataclass
+class SyncedTenant:
+    """One tenant wired end to end; `run()` executes the real DAG with `dag.test()`."""
+
+    name: str
+    directory: Tenant
+    emulator: GraphEmulator
+    frankli_url: str
+    workdir: Path
+    tenant_extra: dict[str, Any] = field(default_factory=dict)
+    runs: list[Any] = field(default_factory=list)
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "tenants.yaml"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.workdir / "reports"
+
+    def write_config(self) -> None:
+        tenant = {
+            "name": self.name,
+            "schedule": None,
+            "source": {"kind": "graph", "conn_id": f"msgraph_{self.name}"},
+            "target": {"kind": "database", "conn_id": f"frankli_{self.name}", "organisation": ORGANISATION},
+            "scope": {"exclude_guests": True},
+            **self.tenant_extra,
+        }
+        # A tripped deletion guard fails the run at once unless a test asks for the approval step (it waits).
+        tenant["thresholds"] = {"archive_approval_hours": 0, **(tenant.get("thresholds") or {})}
+        config = {
+            "reports_dir": str(self.reports_dir),
+            "staging_conn_id": f"staging_{self.name}",
+            "tenants": [tenant],
+        }
+        self.config_path.write_text(yaml.safe_dump(config))
+
+    def run(self, conf: dict[str, Any] | None = None, expect: str = "success") -> Any:
+        from frankli_sync.config import load_config
+
+        self.write_config()
+        tenant = load_config(self.config_path).tenant(self.name)
+        dag = dag_module().build_dag(tenant)
+        dag_run = dag.test(run_conf=conf or {})
+        self.runs.append(dag_run)
+        assert dag_run.state == expect, f"DAG run ended {dag_run.state}, expected {expect}"
+        return dag_run
+
+    def engine(self) -> Engine:
+        return create_engine(self.frankli_url)
+
+    def seed(self, table: str, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert rows straight into a Frankli table (as Frankli itself would); returns their ids.
+
+        Creates the schema and the tenant's organisation first; `organisation_id`,
+        `created_at` / `updated_at` and, for users, `status` get defaults.
+        """
+        from datetime import UTC, datetime
+
+        from frankli_sync.sinks.database import organisation_transaction
+        from frankli_sync.sinks.schema import metadata
+
+        engine = self.engine()
+        now = datetime.now(UTC)
+        try:
+            with organisation_transaction(engine, ORGANISATION) as (connection, org_id):
+                target = metadata.tables[table]
+                ids = []
+                for row in rows:
+                    values = {"organisation_id": org_id, "created_at": now, **row}
+                    if table == "users":
+                        values = {"status": "active", "updated_at": now, **values}
+                    elif table != "sync_audit":
+                        values = {"created_by": "frankli", **values}
+                    ids.append(connection.execute(target.insert().values(values)).inserted_primary_key[0])
+        finally:
+            engine.dispose()
+        return ids
+
+    def execute(self, statement: Any) -> None:
+        """Run one SQLAlchemy statement against the Frankli database (an admin's change in Frankli)."""
+        engine = self.engine()
+        try:
+            with engine.begin() as connection:
+                connection.execute(statement)
+        finally:
+            engine.dispose()
+
+    def run_task(self, step: str, run_index: int = -1, conf: dict[str, Any] | None = None) -> Any:
+        """Re-run one task body of an earlier run with its run id, as clearing it in the UI does."""
+        from frankli_sync import pipeline
+
+        run_id = self.runs[run_index].run_id
+        return getattr(pipeline, step)(self.name, run_id, conf or {})
+
+    def users(self) -> dict[str, dict[str, Any]]:
+        """Frankli users keyed by external id (or email for unmanaged ones)."""
+        from frankli_sync.sinks.schema import users
+
+        rows = self.table(users.name)
+        return {r["external_id"] or f"email:{r['email']}": dict(r) for r in rows}
+
+    def table(self, name: str) -> list[dict[str, Any]]:
+        from frankli_sync.sinks.schema import metadata
+
+        table = metadata.tables[name]
+        engine = self.engine()
+        try:
+            with engine.connect() as connection:
+                if not inspect(connection).has_table(name):
+                    return []  # nothing was ever written: the loads create Frankli's tables, a report never does
+                return [dict(r) for r in connection.execute(select(table).order_by(table.c.id)).mappings()]
+        finally:
+            engine.dispose()
+
+    def audit(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        rows = self.table("sync_audit")
+        return [r for r in rows if run_id is None or r["run_id"] == run_id]
+
+    def report(self, run_index: int = -1) -> dict[str, Any]:
+        from frankli_sync.report import run_directory
+
+        run_id = self.runs[run_index].run_id
+        return json.loads((run_directory(self.reports_dir, self.name, run_id) / "report.json").read_text())
+
+
+@pytest.fixture
+def dag_file() -> ModuleType:
+    """The imported DAG file that `SyncedTenant.run` builds DAGs with (patch its DEFAULT_ARGS to change them)."""
+    return dag_module()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def frankli_url(request: pytest.FixtureRequest) -> str | None:
+    """Run a test once per Frankli database backend (None = the tenant's own SQLite file)."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def make_tenant(
+    airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., SyncedTenant]]:
+    """Factory: `make_tenant(users=300, seed=7, frankli_url=None, **tenant_config)`."""
+    started: list[GraphEmulator] = []
+
+    def make(
+        users: int = 300,
+        seed: int = 7,
+        frankli_url: str | None = None,
+        name: str = "acme",
+        entra_tenant_id: str = "test-tenant",
+        **tenant_extra: Any,
+    ) -> SyncedTenant:
+        workdir = tmp_path / name
+        workdir.mkdir()
+        directory = generate_tenant(users, seed=seed)
+        emulator = GraphEmulator(directory).start()
+        started.append(emulator)
+        url = frankli_url or f"sqlite:///{workdir / 'frankli.db'}"
+        msgraph = {
+            "conn_type": "msgraph",
+            "login": "test-client",
+            "password": "test-secret",
+            "extra": {
+                "tenant_id": entra_tenant_id,
+                "base_url": emulator.base_url,
+                "allowed_hosts": "graph.microsoft.com",
+            },
+        }
+        monkeypatch.setenv(f"AIRFLOW_CONN_MSGRAPH_{name.upper()}", json.dumps(msgraph))
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_FRANKLI_{name.upper()}",
+            json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": url}}),
+        )
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_STAGING_{name.upper()}",
+            json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": f"sqlite:///{workdir / 'staging.db'}"}}),
+        )
+        tenant = SyncedTenant(
+            name=name,
+            directory=directory,
+            emulator=emulator,
+            frankli_url=url,
+            workdir=workdir,
+            tenant_extra=tenant_extra,
+        )
+        tenant.write_config()
+        monkeypatch.setenv("FRANKLI_SYNC_CONFIG", str(tenant.config_path))
+        return tenant
+
+    yield make
+    for emulator in started:
+        emulator.stop()
