@@ -144,13 +144,13 @@ def build_dag(tenant: TenantConfig):
             results = {step: ti.xcom_pull(task_ids=step) for step in steps}
             states = ti.get_task_states(dag_id=tenant.dag_id, run_ids=[context["run_id"]], task_ids=list(steps))
             summary = _run("report", tenant.name, task_results=results, task_states=states.get(context["run_id"]))
-            print(f"Run summary for {tenant.name}: {summary['counts']}; report at {summary['report_path']}")
+            print(f"Run summary for {tenant.name}: {summary['counts']}; report: {summary['report_url']}")
             if summary["incomplete_tasks"]:
                 raise notifications.RunIncomplete(  # the failed step's own mail told; no second one
                     f"run incomplete: {', '.join(summary['incomplete_tasks'])} did not succeed; "
-                    f"see {summary['report_path']}"
+                    f"the cause is on the run's report: {summary['report_url']}"
                 )
-            return {"counts": summary["counts"], "report_path": summary["report_path"]}
+            return {key: summary[key] for key in ("counts", "report_url", "report_path")}
 
         archives = load_archives()
         chain(extract(), validate(), transform(), load_upserts(), archives)

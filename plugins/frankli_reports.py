@@ -54,11 +54,12 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from frankli_sync import docs_assets
 from frankli_sync import report_site as site
+from frankli_sync.ui_links import REPORTS_PREFIX
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
-URL_PREFIX = "/frankli-reports"
+URL_PREFIX = REPORTS_PREFIX
 DOCS_LINK_SECONDS = 3600  # how long a signed Data Docs link stays valid
 _bearer = HTTPBearer(auto_error=False)
 

@@ -38,19 +38,16 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import jinja2
 from airflow.sdk.bases.notifier import BaseNotifier
 from airflow.sdk.exceptions import AirflowFailException
 
 from frankli_sync.config import TenantConfig
-from frankli_sync.report_site import safe_run_id
+from frankli_sync.ui_links import report_url, run_url
 
 log = logging.getLogger(__name__)
 
-REPORTS_PREFIX = "/frankli-reports"  # plugins/frankli_reports.py: URL_PREFIX
-DEFAULT_BASE_URL = "http://localhost:8080/"  # Airflow's own fallback for [api] base_url (its task log links)
 SUBJECT_PREFIX = "[Frankli sync]"
 MAX_ERROR_CHARS = 4000
 
@@ -106,26 +103,6 @@ class RunFacts:
     def subject(self, what: str) -> str:
         dry = " [dry run]" if self.dry_run else ""
         return f"{SUBJECT_PREFIX} {self.tenant.name}{dry}: {what} (run {self.run_id})"
-
-
-# --- links -------------------------------------------------------------------------------------------------
-
-
-def base_url() -> str:
-    """Airflow's ``[api] base_url`` (what users open the UI at), as Airflow's own task log links take it."""
-    from airflow.sdk.configuration import conf
-
-    return (conf.get("api", "base_url", fallback=None) or DEFAULT_BASE_URL).rstrip("/")
-
-
-def report_url(tenant: str, run_id: str) -> str:
-    """The run's report page in the Airflow UI (the plugin's route, behind Airflow's login)."""
-    return f"{base_url()}{REPORTS_PREFIX}/{tenant}/{safe_run_id(run_id)}/"
-
-
-def run_url(dag_id: str, run_id: str) -> str:
-    """The DAG run's page in the Airflow UI."""
-    return f"{base_url()}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
 
 # --- the mails -----------------------------------------------------------------------------------------------

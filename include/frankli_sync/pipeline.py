@@ -63,6 +63,7 @@ from frankli_sync.transform import (
     email_key_of,
     scope_status,
 )
+from frankli_sync.ui_links import report_url
 
 log = logging.getLogger(__name__)
 
@@ -819,6 +820,8 @@ def report(
         task_states=dict(task_states) if task_states is not None else None,
         changes=changes,
     )
+    summary["report_url"] = report_url(ctx.tenant.name, run_id)
+    log.info("run report of tenant %s: %s (%s)", tenant_name, summary["report_url"], summary["status"])
     return summary
 
 
