@@ -378,7 +378,8 @@ def main() -> int:
     parser.add_argument(
         "--code", type=Path, default=REPO,
         help="measure another checkout's task functions (its include/ first on the path), e.g. a worktree of "
-        "the commit before a change: `git worktree add /tmp/before f33e87f`",
+        "the commit before a change: `git worktree add /tmp/before f33e87f`. Measure the 'after' side from a "
+        "worktree too when you keep editing: the children import the code as it is when each task starts",
     )  # fmt: skip
     parser.add_argument(
         "--profile", type=Path, default=None,
