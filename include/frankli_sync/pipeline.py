@@ -849,7 +849,7 @@ def _approval_outcome(documents: dict[str, Any], task_results: dict[str, Any], c
 
 def _applied_actions(ctx: RunContext, plan: Mapping[str, Any] | None) -> tuple[dict[str, int], pd.DataFrame]:
     """The run's action counts and who changed: from Frankli's audit, or a dry run's plan (nothing was written)."""
-    from frankli_sync.run_changes import Person, change_rows, planned_audit, referenced_ids
+    from frankli_sync.run_changes import ACTIONS, Person, change_rows, planned_audit, referenced_ids
     from frankli_sync.sinks.database import audit_counts, audit_rows, people_of
 
     with ctx.frankli(owned=False) as (connection, org_id):
@@ -857,7 +857,7 @@ def _applied_actions(ctx: RunContext, plan: Mapping[str, Any] | None) -> tuple[d
         if ctx.params.dry_run:
             audit = planned_audit((plan or {}).get("actions"))
         else:
-            audit = audit_rows(connection, org_id, ctx.run_id)
+            audit = audit_rows(connection, org_id, ctx.run_id, ACTIONS)
         people = {i: Person(*p) for i, p in people_of(connection, org_id, referenced_ids(audit)).items()}
         connection.rollback()  # the report reads only
     return counts, change_rows(audit, people)

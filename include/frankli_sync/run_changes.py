@@ -31,7 +31,9 @@ QUARANTINE_CSV = "quarantine.csv"
 CHANGES_PAGE = "changes"  # the plugin's route under a run: <run>/changes
 CHANGE_COLUMNS = ("action", "user_principal_name", "name", "object_id", "details", "entra_url")
 QUARANTINE_COLUMNS = ("user_principal_name", "object_id", "expectation", "column", "value", "entra_url")
-ACTIONS = ("create", "update", "link", "restore", "archive", "quarantine")
+# What changed in Frankli. The quarantine (re-audited every run while a user stays invalid) is not a change:
+# quarantine.csv and the run page list it, with each failed rule.
+ACTIONS = ("create", "update", "link", "restore", "archive")
 ENTRA_USER_URL = (
     "https://entra.microsoft.com/#view/Microsoft_AAD_UsersAndTenants/UserProfileMenuBlade/~/overview/userId/"
 )

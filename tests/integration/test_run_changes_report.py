@@ -61,6 +61,9 @@ def test_the_report_says_who_changed_and_how(make_tenant, frankli_url: str | Non
 
     report = tenant.report()
     assert report["changes"]["total"] == len(changes_of(tenant))
+    assert report["quarantined"] and not any(c["action"] == "quarantine" for c in changes_of(tenant)), (
+        "the quarantine is no change: it is listed in quarantine.csv, not repeated in who changed"
+    )
     run_dir = run_directory(tenant.reports_dir, tenant.name, tenant.runs[-1].run_id)
     page = (run_dir / "index.html").read_text()
     assert "Who changed" in page and "head of widgets" in page and "changes.csv" in page

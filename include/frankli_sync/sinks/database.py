@@ -673,11 +673,15 @@ def audit_counts(connection: Connection, org_id: int, run_id: str) -> dict[str, 
     return {action: int(n) for action, n in rows}
 
 
-def audit_rows(connection: Connection, org_id: int, run_id: str) -> pd.DataFrame:
-    """The audit entries one run wrote, in the order they were written (external_id, email, action, details)."""
+def audit_rows(connection: Connection, org_id: int, run_id: str, actions: Iterable[str]) -> pd.DataFrame:
+    """The run's audit entries of these actions, in the order written (external_id, email, action, details)."""
     rows = connection.execute(
         select(sync_audit.c.external_id, sync_audit.c.email, sync_audit.c.action, sync_audit.c.details)
-        .where(sync_audit.c.organisation_id == org_id, sync_audit.c.run_id == run_id)
+        .where(
+            sync_audit.c.organisation_id == org_id,
+            sync_audit.c.run_id == run_id,
+            sync_audit.c.action.in_(sorted(actions)),
+        )
         .order_by(sync_audit.c.id)
     ).all()
     return pd.DataFrame([tuple(r) for r in rows], columns=["external_id", "email", "action", "details"], dtype=object)
