@@ -291,11 +291,6 @@ def render_changes_page(
     )
 
 
-def changes_table_html(rows: list[Mapping[str, Any]]) -> Any:
-    """The changes table for the run page (the same macro the changes page uses)."""
-    return _ENV.get_template("changes_macros.html").module.changes_table(rows)  # type: ignore[attr-defined]
-
-
 def _as_dict(details: Any) -> dict[str, Any]:
     if isinstance(details, Mapping):
         return dict(details)
