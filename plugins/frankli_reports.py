@@ -72,8 +72,6 @@ REPORT_HEADERS = {
 DOCS_HEADERS = {**REPORT_HEADERS, "Content-Security-Policy": site.DATA_DOCS_POLICY}
 DATA_HEADERS = {**REPORT_HEADERS, "Content-Security-Policy": "default-src 'none'; sandbox"}
 DOCS_ASSETS_DIR = Path(__file__).resolve().with_name("frankli_reports_assets")  # see docs_assets
-# The changes page's search form submits to the page itself; otherwise the report pages' policy.
-CHANGES_HEADER_POLICY = site.CONTENT_SECURITY_POLICY_HEADER.replace("form-action 'none'", "form-action 'self'")
 
 
 # --- authentication and authorization ---------------------------------------------------------
@@ -374,7 +372,7 @@ def run_changes_page(
         chosen, tenant=tenant, run_id=str(summary.get("run_id")), dry_run=bool(summary.get("dry_run")),
         query=q[:200], action=action if action in run_changes.ACTIONS else "",
     )  # fmt: skip
-    return HTMLResponse(body, headers={**REPORT_HEADERS, "Content-Security-Policy": CHANGES_HEADER_POLICY})
+    return HTMLResponse(body, headers={**REPORT_HEADERS, "Content-Security-Policy": run_changes.CHANGES_HEADER_POLICY})
 
 
 @app.get("/{tenant}/{directory}/{relative:path}")

@@ -230,3 +230,13 @@ def make_tenant(
     yield make
     for emulator in started:
         emulator.stop()
+
+
+def valid_leaves(directory: Tenant) -> list[str]:
+    """Valid members with a manager who manage nobody (deleting them changes nobody else)."""
+    managing = set(directory.managers.values())
+    return [
+        u["id"]
+        for u in directory.users_sorted()
+        if directory.is_valid_member(u) and directory.manager_of(u["id"]) and u["id"] not in managing
+    ]

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 
 import pandas as pd
 
-from frankli_sync.report_site import CONTENT_SECURITY_POLICY, template_environment
+from frankli_sync.report_site import CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY_HEADER, template_environment
 from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS
 
 CHANGES_CSV = "changes.csv"
@@ -41,6 +41,7 @@ PAGE_SIZE = 100
 SHOWN_ON_RUN_PAGE = 50
 # The changes page submits its search form to itself (GET); everything else as on the other report pages.
 CHANGES_POLICY = CONTENT_SECURITY_POLICY.replace("form-action 'none'", "form-action 'self'")
+CHANGES_HEADER_POLICY = CONTENT_SECURITY_POLICY_HEADER.replace("form-action 'none'", "form-action 'self'")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

@@ -103,20 +103,25 @@ def guard_trips(make_tenant: Any) -> tuple[Any, set[str]]:
     return tenant, set(leavers)
 
 
+def run_answered(tenant: Any, server: ui.ApiServer, choice: str, expect: str) -> dict[str, Any]:
+    """Run the DAG while a person answers its approval request with `choice`; returns the request they saw."""
+    approver = Approver(server, f"entra_to_frankli__{tenant.name}", choice)
+    approver.start()
+    tenant.run(expect=expect)
+    approver.join(timeout=60)
+    if approver.error:
+        raise approver.error
+    return approver.request or {}
+
+
 def archived_by_sync(tenant: Any) -> set[str]:
     return {k for k, u in tenant.users().items() if u["status"] == "archived" and u["archived_by"] == "directory_sync"}
 
 
 def test_an_approved_mass_archive_archives_exactly_the_users_shown(make_tenant: Any, api_server: ui.ApiServer) -> None:
     tenant, leavers = guard_trips(make_tenant)
-    approver = Approver(api_server, f"entra_to_frankli__{tenant.name}", "Approve")
-    approver.start()
-    tenant.run(expect="success")
-    approver.join(timeout=60)
-    if approver.error:
-        raise approver.error
+    request = run_answered(tenant, api_server, "Approve", expect="success")
 
-    request = approver.request or {}
     assert request["task_instance"]["task_id"] == "approve_archives"
     assert request["options"] == ["Approve", "Reject"]
     assert f"Users to archive: **{LEAVERS}**" in request["body"] and "Limit: 2" in request["body"]
@@ -131,12 +136,7 @@ def test_a_rejected_mass_archive_archives_nobody_and_fails_the_run_saying_who(
     make_tenant: Any, api_server: ui.ApiServer
 ) -> None:
     tenant, _ = guard_trips(make_tenant)
-    approver = Approver(api_server, f"entra_to_frankli__{tenant.name}", "Reject")
-    approver.start()
-    tenant.run(expect="failed")
-    approver.join(timeout=60)
-    if approver.error:
-        raise approver.error
+    run_answered(tenant, api_server, "Reject", expect="failed")
 
     assert archived_by_sync(tenant) == set(), "a rejected archive archived users"
     report = tenant.report()

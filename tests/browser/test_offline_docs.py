@@ -123,20 +123,6 @@ class RequestLog:
         return parts.scheme == "http" and parts.netloc == self.own
 
 
-def log_in(driver: Any, base: str) -> None:
-    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    wait = WebDriverWait(driver, 60, ignored_exceptions=(StaleElementReferenceException, WebDriverException))
-    driver.get(f"{base}/")
-    wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys(ui.USERNAME)
-    driver.find_element(By.NAME, "password").send_keys(ui.PASSWORD)
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    wait.until(ec.element_to_be_clickable((By.XPATH, "//*[normalize-space(text())='Browse']")))
-
-
 def wait_for(driver: Any, condition: Any, seconds: float = 30) -> Any:
     """What `condition` returns once truthy, or None if it never is (the caller says what is missing).
 
@@ -228,7 +214,7 @@ def test_validation_report_works_without_internet(
     }
     assert set(verdicts.values()) == {True, False}, "the run should pass some rules and fail others"
 
-    log_in(browser, base)
+    ui.log_in(browser, base)
     requests.reset()  # what Airflow's own UI loads is not under test
 
     # 1. The run's validation report, as the run page links it: a redirect to the signed, sandboxed link.

@@ -239,6 +239,22 @@ def login_token(base_url: str) -> str:
         return json.loads(response.read())["access_token"]
 
 
+def log_in(driver: Any, base: str) -> Any:
+    """Log in through Airflow's login page; returns the wait used (it polls through pages replaced mid-read)."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, 60, ignored_exceptions=(StaleElementReferenceException, WebDriverException))
+    driver.get(f"{base}/")
+    wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys(USERNAME)
+    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(ec.element_to_be_clickable((By.XPATH, "//*[normalize-space(text())='Browse']")))
+    return wait
+
+
 class ApiServer:
     def __init__(self, workdir: Path, config: Path) -> None:
         self.home = workdir / "airflow"

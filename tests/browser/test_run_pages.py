@@ -95,21 +95,6 @@ def person(user: dict[str, Any]) -> str:
     return f"{user['first_name']} {user['last_name']} <{user['email']}>"
 
 
-def log_in(driver: Any, base: str) -> Any:
-    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    wait = WebDriverWait(driver, 60, ignored_exceptions=(StaleElementReferenceException, WebDriverException))
-    driver.get(f"{base}/")
-    wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys(ui.USERNAME)
-    driver.find_element(By.NAME, "password").send_keys(ui.PASSWORD)
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    wait.until(ec.element_to_be_clickable((By.XPATH, "//*[normalize-space(text())='Browse']")))
-    return wait
-
-
 def screenshot(driver: Any, name: str) -> None:
     ui.ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ui.ARTIFACTS / name))
@@ -130,7 +115,7 @@ def test_who_changed_the_csv_and_the_failed_runs_cause(
     driver, downloads = chromium
     try:
         server.wait_ready()
-        wait = log_in(driver, server.base_url)
+        wait = ui.log_in(driver, server.base_url)
         reports = f"{server.base_url}/frankli-reports/{tenant.name}"
         mover, leaver = facts["mover"], facts["leaver"]
 

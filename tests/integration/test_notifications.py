@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from synced_tenant import valid_leaves
 
 pytestmark = [
     pytest.mark.integration,
@@ -149,16 +150,6 @@ def _assert_addressed(mail: Received, tenant: str, run_id: str) -> None:
     assert PASSWORD not in mail.message.as_string()
 
 
-def _valid_leaves(directory: Any) -> list[str]:
-    """Valid members with a manager who manage nobody (deleting them changes nobody else)."""
-    managing = set(directory.managers.values())
-    return [
-        u["id"]
-        for u in directory.users_sorted()
-        if directory.is_valid_member(u) and directory.manager_of(u["id"]) and u["id"] not in managing
-    ]
-
-
 def test_quarantine_above_the_warn_share_mails_the_rules_and_the_run_goes_on(
     make_tenant, mailbox: Mailbox, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -200,7 +191,7 @@ def test_tripped_deletion_guard_mails_the_guard_once_not_a_failure(make_tenant, 
     tenant.run()
     assert mailbox.messages == [], "a clean run mails nobody (quarantine is not asked for)"
 
-    for object_id in _valid_leaves(tenant.directory)[:15]:
+    for object_id in valid_leaves(tenant.directory)[:15]:
         tenant.directory.delete_user(object_id)
     run = tenant.run(expect="failed")
     guard = tenant.report()["deletion_guard"]

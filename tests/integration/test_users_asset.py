@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from synced_tenant import valid_leaves
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +34,6 @@ def _events(run_id: str) -> list[dict[str, Any]]:
 
 def _written(counts: dict[str, int]) -> dict[str, int]:
     return {action: n for action, n in counts.items() if action != "quarantine" and n}
-
-
-def _valid_leaves(directory: Any) -> list[str]:
-    managing = set(directory.managers.values())
-    return [
-        u["id"]
-        for u in directory.users_sorted()
-        if directory.is_valid_member(u) and directory.manager_of(u["id"]) and u["id"] not in managing
-    ]
 
 
 def test_loads_that_write_users_emit_the_organisation_asset_a_dry_run_none(make_tenant) -> None:
@@ -73,7 +65,7 @@ def test_loads_that_write_users_emit_the_organisation_asset_a_dry_run_none(make_
     ], "load_archives archived nobody: no event of its own"
 
     # Three leavers, under the deletion guard's limit: only load_archives wrote, only it emits.
-    leavers = _valid_leaves(tenant.directory)[:3]
+    leavers = valid_leaves(tenant.directory)[:3]
     for object_id in leavers:
         tenant.directory.delete_user(object_id)
     third = tenant.run()
@@ -93,7 +85,7 @@ def test_failed_load_emits_nothing(make_tenant) -> None:
     """The deletion guard fails load_archives: the run's upserts emit, its archives do not."""
     tenant = make_tenant(users=100, seed=11)
     tenant.run()
-    leaves = _valid_leaves(tenant.directory)
+    leaves = valid_leaves(tenant.directory)
     changed = leaves[15]
     for object_id in leaves[:15]:
         tenant.directory.delete_user(object_id)
