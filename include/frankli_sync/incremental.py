@@ -49,7 +49,7 @@ from frankli_sync.sync_record import KEY_COLUMNS, SyncRecord
 from frankli_sync.transform import (
     QUARANTINED,
     desired_users,
-    email_fold_of,
+    email_fold,
     email_key,
     email_key_of,
     name_key,
@@ -324,6 +324,6 @@ def _key_frame(staged: pd.DataFrame, tenant: TenantConfig, desired: pd.DataFrame
         {
             "upn_key": key_hashes(desired["upn_key"]).to_numpy(),
             "email_key": key_hashes(email_key(email)).to_numpy(),
-            "email_fold": key_hashes(objects((email_fold_of(v) for v in email), email.index)).to_numpy(),
+            "email_fold": key_hashes(email_fold(email)).to_numpy(),
         }
     )

@@ -34,9 +34,10 @@ from frankli_sync.transform import (
     OUT_OF_SCOPE,
     TEXT_FIELDS,
     clean_text,
-    email_fold_of,
+    email_fold,
     email_key,
     email_key_of,
+    email_spelling,
     email_spelling_of,
     is_missing,
     iso_date,
@@ -301,18 +302,32 @@ def _email_lookalikes(
         ],
         ignore_index=True,
     )
-    folds = [email_fold_of(v) for v in checked["email"]]
-    wanted = {f for f in folds if f is not None}
+    folds = email_fold(checked["email"])
+    user_folds, active_folds = email_fold(users["email"]), email_fold(active["email"])
+    # Only a fold shared by two different spellings can hide a look-alike (ASCII addresses never do).
+    every = pd.DataFrame(
+        {
+            "fold": pd.concat([folds, user_folds, active_folds], ignore_index=True),
+            "spelling": pd.concat(
+                [email_spelling(checked["email"]), email_spelling(users["email"]), email_spelling(active["email"])],
+                ignore_index=True,
+            ),
+        }
+    ).dropna()
+    spellings = every.groupby("fold")["spelling"].nunique()
+    wanted = set(spellings.index[spellings > 1])
     # fold → (owner, shown as, address) of every address that could be looked like; "own" rows are skipped.
     others: dict[str, list[tuple[Any, str, str]]] = {}
-    for user_id, email in zip(users["id"], users["email"], strict=True):
-        fold = email_fold_of(email)
-        if fold in wanted:
-            others.setdefault(fold, []).append((("frankli", user_id), f"Frankli user {email}", email))
-    for external_id, email in zip(active["external_id"], active["email"], strict=True):
-        fold = email_fold_of(email)
-        if fold in wanted:
-            others.setdefault(fold, []).append((("entra", external_id), f"Entra user {email} ({external_id})", email))
+    near = user_folds.isin(wanted).to_numpy()
+    for user_id, email, fold in zip(users["id"][near], users["email"][near], user_folds[near], strict=True):
+        others.setdefault(fold, []).append((("frankli", user_id), f"Frankli user {email}", email))
+    near = active_folds.isin(wanted).to_numpy()
+    for external_id, email, fold in zip(
+        active["external_id"][near], active["email"][near], active_folds[near], strict=True
+    ):
+        others.setdefault(fold, []).append((("entra", external_id), f"Entra user {email} ({external_id})", email))
+    checked = checked.assign(fold=folds.to_numpy())[folds.isin(wanted).to_numpy()]
+    folds = checked["fold"]
 
     rows: list[dict[str, Any]] = []
     for external_id, email, own, fold in zip(

@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, Text, delete, insert, select, update
 
+from frankli_sync import json_text
 from frankli_sync.plan import Plan
 from frankli_sync.transform import json_ready
 
@@ -197,18 +197,15 @@ def frame_parts(frame: pd.DataFrame) -> Iterator[str]:
 
 def frame_from_parts(texts: list[str]) -> pd.DataFrame:
     """The frame `frame_parts` wrote (missing values as the dtype's missing value)."""
-    documents = [json.loads(t) for t in texts]
+    documents = json_text.loads_many(texts)
     columns, dtypes = documents[0]["columns"], documents[0]["dtypes"]
     rows = [row for document in documents for row in document["rows"]]
-    frame = pd.DataFrame({c: pd.Series([r[i] for r in rows], dtype=object) for i, c in enumerate(columns)})
+    frame = pd.DataFrame(rows, columns=columns, dtype=object) if rows else pd.DataFrame(columns=columns, dtype=object)
     return frame.astype(dtypes)
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, default=_scalar, allow_nan=False, sort_keys=False)
-
-
-def _scalar(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"a plan value of type {type(value).__name__} cannot be kept in staging: {value!r}")
+    try:
+        return json_text.dumps(value)
+    except TypeError as error:
+        raise TypeError(f"a plan value cannot be kept in staging: {error}") from None

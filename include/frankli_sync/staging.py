@@ -265,8 +265,8 @@ class Staging:
         ids = [r["object_id"] for r in rows if r.get("object_id")] + list(removed)
         with self.engine.begin() as connection:
             key = _own(staged_users, tenant, run_id)
-            for chunk in chunked(ids, 500):
-                connection.execute(delete(staged_users).where(*key, staged_users.c.object_id.in_(chunk)))
+            for condition in one_of(staged_users.c.object_id, ids, connection.dialect.name):
+                connection.execute(delete(staged_users).where(*key, condition))
             first_seq = _next_seq(connection, tenant, run_id)
             # One bulk load per page (COPY on PostgreSQL, one executemany INSERT on SQLite).
             bulk_insert(
@@ -724,7 +724,7 @@ def _stageable(tenant: str, row: dict[str, Any]) -> dict[str, Any]:
             f"tenant {tenant}: user {row.get('user_principal_name')!r} has an object id of {len(object_id)} "
             f"characters (Entra object ids are GUIDs); fix the source"
         )
-    if any(isinstance(v, str) and NUL in v for v in row.values()):
+    if NUL in "".join([v for v in row.values() if isinstance(v, str)]):
         return {k: v.replace(NUL, NUL_MARK) if isinstance(v, str) else v for k, v in row.items()}
     return row
 

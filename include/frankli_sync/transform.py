@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from frankli_sync import text_columns
 from frankli_sync.config import FieldMapping, ScopeSettings
 
 # Frankli user fields that are plain text columns of `users`.
@@ -65,13 +66,23 @@ def objects(values: Iterable[object], index: pd.Index) -> pd.Series:
 
 def clean_text(values: pd.Series) -> pd.Series:
     """Trim strings; empty or whitespace-only means cleared (None)."""
-    return objects(((v.strip() or None) if isinstance(v, str) else v for v in values), values.index)
+    return text_columns.stripped(values, _clean_text_of)
+
+
+def _clean_text_of(value: object) -> object:
+    if isinstance(value, str):
+        return value.strip() or None
+    return None if is_missing(value) else value
 
 
 def iso_date(values: pd.Series) -> pd.Series:
     """Graph dates (``2021-03-01T00:00:00Z``) or dates → ``2021-03-01``; missing stays None."""
-    texts = (v.isoformat() if hasattr(v, "isoformat") else v for v in values)
-    return objects(((v.strip()[:10] or None) if isinstance(v, str) else None for v in texts), values.index)
+    return text_columns.leading(values, 10, _iso_date_of)
+
+
+def _iso_date_of(value: object) -> str | None:
+    text = value.isoformat() if hasattr(value, "isoformat") else value
+    return (text.strip()[:10] or None) if isinstance(text, str) else None
 
 
 def name_key(values: pd.Series) -> pd.Series:
@@ -79,7 +90,12 @@ def name_key(values: pd.Series) -> pd.Series:
 
     Not for addresses: see `email_key`.
     """
-    return objects(((v.strip().casefold() or None) if isinstance(v, str) else None for v in values), values.index)
+    return text_columns.lowered_keys(values, name_key_of)
+
+
+def name_key_of(value: object) -> str | None:
+    """`name_key` of one value."""
+    return (value.strip().casefold() or None) if isinstance(value, str) else None
 
 
 # A-Z → a-z and nothing else: `casefold()` would also turn ß into "ss", and it and `lower()` the Kelvin sign into "k".
@@ -100,7 +116,7 @@ def email_key_of(value: str | None) -> str | None:
 
 def email_key(values: pd.Series) -> pd.Series:
     """`email_key_of` for each value (emails, UPNs); None when missing or blank. Keeps the index."""
-    return objects((email_key_of(v) for v in values), values.index)
+    return text_columns.lowered_keys(values, email_key_of)
 
 
 def email_fold_of(value: str | None) -> str | None:
@@ -119,6 +135,16 @@ def email_fold_of(value: str | None) -> str | None:
     if text.isascii():
         return text.lower() or None
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()) or None
+
+
+def email_fold(values: pd.Series) -> pd.Series:
+    """`email_fold_of` for each value; None when missing or blank. Keeps the index."""
+    return text_columns.lowered_keys(values, email_fold_of)
+
+
+def email_spelling(values: pd.Series) -> pd.Series:
+    """`email_spelling_of` for each value; None when missing or blank. Keeps the index."""
+    return text_columns.lowered_keys(values, email_spelling_of)
 
 
 def email_spelling_of(value: str | None) -> str | None:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from frankli_sync import text_columns
 from frankli_sync.entra import NUL, NUL_MARK, STAGED_COLUMNS
 from frankli_sync.transform import email_key
 
@@ -307,7 +308,7 @@ def prepare(users: pd.DataFrame, columns: Iterable[str], max_lengths: Mapping[st
         frame[column] = _strict_bool(values) if column == "account_enabled" else _clean_text(values)
     for column in ("user_principal_name", "mail"):
         # Addresses compare in NFC (DESIGN §2): a decomposed é is the same address, and a valid one.
-        frame[column] = frame[column].map(lambda v: unicodedata.normalize("NFC", v) if isinstance(v, str) else v)
+        frame[column] = _nfc(frame[column])
     frame[ROW] = np.arange(len(frame), dtype="int64")
     # GX's uniqueness and pair-equality checks compare exactly; addresses are equal by their email key
     # (A-Z lower-cased only: ß ≠ ss), the key the plan matches Frankli users by.
@@ -315,8 +316,8 @@ def prepare(users: pd.DataFrame, columns: Iterable[str], max_lengths: Mapping[st
     frame[_MAIL_LOWER] = _as_text(email_key(frame["mail"]))
     # Measured here, on the unescaped values: the copy GX sees is HTML-escaped ("&" -> "&amp;").
     for column, length in (max_lengths or {}).items():
-        frame[_FITS + column] = pd.Series(
-            [None if _is_missing(v) else _fits(str(v), length) for v in frame[column]], index=frame.index, dtype=object
+        frame[_FITS + column] = text_columns.fits(
+            frame[column], length, (NUL, NUL_MARK), lambda v, n=length: None if _is_missing(v) else _fits(str(v), n)
         )
     return frame
 
@@ -346,8 +347,13 @@ def _escaped(frame: pd.DataFrame) -> pd.DataFrame:
     escaped = frame.copy()
     for column in escaped.columns:
         if column not in (ROW, "account_enabled"):
-            escaped[column] = escaped[column].map(lambda v: html.escape(v) if isinstance(v, str) else v)
+            escaped[column] = text_columns.html_escaped(escaped[column])
     return escaped
+
+
+def _nfc(values: pd.Series) -> pd.Series:
+    """Text in NFC (ASCII text already is, and is returned as it was); other values unchanged."""
+    return text_columns.normalized_nfc(values, lambda v: unicodedata.normalize("NFC", v) if isinstance(v, str) else v)
 
 
 def _clean_text(values: pd.Series) -> pd.Series:

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -31,8 +33,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     any_,
     bindparam,
+    cast,
     func,
     insert,
     literal,
@@ -47,6 +51,7 @@ from sqlalchemy.engine import Connection
 from frankli_sync.db_values import as_utc, chunked, one_of
 from frankli_sync.entra import NUL, NUL_MARK
 from frankli_sync.errors import SyncStopped
+from frankli_sync.json_text import dumps, loads_many
 from frankli_sync.plan import SYNC, USER_STATE_COLUMNS, FrankliState, Plan
 from frankli_sync.sinks.schema import ENTITY_TABLES, create_schema, organisations, sync_audit, users
 from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS, json_ready, name_key
@@ -443,9 +448,14 @@ def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]
     """
     if not rows:
         return
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    integers = [c for c in columns if isinstance(table.c[c].type, Integer)]
-    if integers:  # pandas turns integer columns with gaps into floats: 117.0 must load as 117
+    columns = list(dict.fromkeys(chain.from_iterable(rows)))
+    # pandas turns integer columns with gaps into floats: 117.0 must load as 117 (only such columns are rebuilt).
+    integers = [
+        c
+        for c in columns
+        if isinstance(table.c[c].type, Integer) and any(type(row.get(c)) not in _PLAIN_INTEGER for row in rows)
+    ]
+    if integers:
         rows = [{**row, **{c: _integer(row.get(c), table, c) for c in integers}} for row in rows]
     if connection.dialect.name != "postgresql":
         connection.execute(insert(table), [{c: row.get(c) for c in columns} for row in rows])
@@ -456,14 +466,22 @@ def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]
         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
     json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)}
-    serialise = connection.dialect._json_serializer or json.dumps
     driver = connection.connection.driver_connection
     assert driver is not None
+    whole = all(len(row) == len(columns) for row in rows)  # every row has every column: read them in C
+    values = itemgetter(*columns) if whole and len(columns) > 1 else lambda row: [row.get(c) for c in columns]
     with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
+        if not json_columns:
+            for row in rows:
+                copy.write_row(values(row))
+            return
         for row in rows:
             copy.write_row(
-                [serialise(row.get(c)) if c in json_columns and row.get(c) is not None else row.get(c) for c in columns]
+                [dumps(row.get(c)) if c in json_columns and row.get(c) is not None else row.get(c) for c in columns]
             )
+
+
+_PLAIN_INTEGER = (int, type(None))
 
 
 def _integer(value: Any, table: Table, column: str) -> int | None:
@@ -609,6 +627,7 @@ def _new_quarantines(
 def _write_audit(connection: Connection, org_id: int, run_id: str, now: datetime, entries: list[AuditEntry]) -> None:
     if not entries:
         return
+    postgres = connection.dialect.name == "postgresql"  # its COPY writes details with json_text.dumps
     bulk_insert(
         connection,
         sync_audit,
@@ -618,7 +637,7 @@ def _write_audit(connection: Connection, org_id: int, run_id: str, now: datetime
                 "run_id": run_id,
                 **dict(zip(("external_id", "email"), _audit_identity(e), strict=True)),
                 "action": e.action,
-                "details": json_ready(e.details),
+                "details": e.details if postgres else json_ready(e.details),
                 "created_at": now,
             }
             for e in entries
@@ -676,7 +695,8 @@ def audit_counts(connection: Connection, org_id: int, run_id: str) -> dict[str, 
 def audit_rows(connection: Connection, org_id: int, run_id: str, actions: Iterable[str]) -> pd.DataFrame:
     """The run's audit entries of these actions, in the order written (external_id, email, action, details)."""
     rows = connection.execute(
-        select(sync_audit.c.external_id, sync_audit.c.email, sync_audit.c.action, sync_audit.c.details)
+        # The details as text, decoded together (a first sync's audit holds a million of them).
+        select(sync_audit.c.external_id, sync_audit.c.email, sync_audit.c.action, cast(sync_audit.c.details, Text))
         .where(
             sync_audit.c.organisation_id == org_id,
             sync_audit.c.run_id == run_id,
@@ -684,7 +704,9 @@ def audit_rows(connection: Connection, org_id: int, run_id: str, actions: Iterab
         )
         .order_by(sync_audit.c.id)
     ).all()
-    return pd.DataFrame([tuple(r) for r in rows], columns=["external_id", "email", "action", "details"], dtype=object)
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=["external_id", "email", "action", "details"], dtype=object)
+    frame["details"] = pd.Series(loads_many(frame["details"].tolist()), index=frame.index, dtype=object)
+    return frame
 
 
 def people_of(connection: Connection, org_id: int, external_ids: Iterable[str]) -> dict[str, tuple[str | None, str]]:

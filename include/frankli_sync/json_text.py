@@ -1,0 +1,49 @@
+"""JSON text on the bulk paths (audit rows, kept plans, the report's audit read), encoded in C.
+
+A first sync of a million users writes a million audit details and keeps its plan as JSON; with
+the standard library that was tens of seconds of per-value Python (`transform.json_ready`'s walk,
+then `json.dumps`). msgspec (already installed with Airflow) encodes the same values with the same
+rules: missing values (None, NaN, pandas' NA and NaT) become null, numpy scalars their Python
+value, tuples lists, dict keys strings. Non-ASCII text is written as UTF-8 rather than
+``\\uXXXX`` escapes: the same JSON value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+import pandas as pd
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is pd.NA or value is pd.NaT:
+        return None
+    raise TypeError(f"a value of type {type(value).__name__} has no JSON form: {value!r}")
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_scalar)
+_DECODER = msgspec.json.Decoder()
+
+
+def dumps(value: Any) -> str:
+    """`value` as JSON text (NaN, NA, NaT as null; numpy scalars as their value)."""
+    return _ENCODER.encode(value).decode()
+
+
+def loads(text: str | bytes) -> Any:
+    return _DECODER.decode(text)
+
+
+def loads_many(texts: Sequence[str | None]) -> list[Any]:
+    """Each text decoded (None stays None), in one call of the decoder."""
+    present = [t for t in texts if t is not None]
+    values = _DECODER.decode("[" + ",".join(present) + "]") if present else []
+    if len(values) != len(present):  # a text holding more than one value ("1,2"): each alone, to fail on it
+        values = [_DECODER.decode(t) for t in present]
+    decoded = iter(values)
+    return [None if t is None else next(decoded) for t in texts]
