@@ -53,6 +53,7 @@ from frankli_sync.entra import NUL, NUL_MARK
 from frankli_sync.errors import SyncStopped
 from frankli_sync.json_text import dumps, loads_many
 from frankli_sync.plan import SYNC, USER_STATE_COLUMNS, FrankliState, Plan
+from frankli_sync.sinks.copy_text import copy_payload
 from frankli_sync.sinks.schema import ENTITY_TABLES, create_schema, organisations, sync_audit, users
 from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS, json_ready, name_key
 
@@ -469,16 +470,20 @@ def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]
     driver = connection.connection.driver_connection
     assert driver is not None
     whole = all(len(row) == len(columns) for row in rows)  # every row has every column: read them in C
-    values = itemgetter(*columns) if whole and len(columns) > 1 else lambda row: [row.get(c) for c in columns]
+    if whole and len(columns) > 1:
+        values = [list(column) for column in zip(*map(itemgetter(*columns), rows), strict=True)]
+    else:
+        values = [[row.get(c) for row in rows] for c in columns]
+    for position, column in enumerate(columns):
+        if column in json_columns:
+            values[position] = [None if v is None else dumps(v) for v in values[position]]
+    payload = copy_payload(values)  # the rows as COPY text, a column at a time; None: values Arrow does not type
     with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
-        if not json_columns:
-            for row in rows:
-                copy.write_row(values(row))
+        if payload is not None:
+            copy.write(payload)
             return
-        for row in rows:
-            copy.write_row(
-                [dumps(row.get(c)) if c in json_columns and row.get(c) is not None else row.get(c) for c in columns]
-            )
+        for row in zip(*values, strict=True):
+            copy.write_row(row)
 
 
 _PLAIN_INTEGER = (int, type(None))
