@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
@@ -187,8 +188,28 @@ class PlanStore:
             connection.execute(delete(run_plans).where(run_plans.c.tenant == tenant, run_plans.c.run_id == old))
 
 
+_NOT_JSON = {
+    "datetime64",
+    "datetime",
+    "date",
+    "time",
+    "timedelta64",
+    "timedelta",
+    "decimal",
+    "period",
+    "interval",
+    "bytes",
+}
+_NOT_JSON_TYPES = (datetime, date, time, timedelta, Decimal, bytes)
+
+
 def frame_parts(frame: pd.DataFrame) -> Iterator[str]:
     """`frame` as JSON texts of up to `PART_ROWS` rows, each with the columns and their dtypes."""
+    for column in frame.columns:  # JSON would bring these back as text: refused, as the standard library does
+        kind = pd.api.types.infer_dtype(frame[column], skipna=True)
+        mixed = kind.startswith("mixed") and any(isinstance(v, _NOT_JSON_TYPES) for v in frame[column])
+        if kind in _NOT_JSON or mixed:
+            raise TypeError(f"a plan value cannot be kept in staging: column {column} holds {kind} values")
     head = {"columns": [str(c) for c in frame.columns], "dtypes": {str(c): str(t) for c, t in frame.dtypes.items()}}
     values = frame.astype(object).where(frame.notna(), None).to_numpy(dtype=object).tolist()
     for start in range(0, max(len(values), 1), PART_ROWS):

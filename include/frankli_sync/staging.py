@@ -452,8 +452,12 @@ class Staging:
             ).subquery()
             query = select(view)
             rows = connection.execute(query.order_by(view.c.seq) if ordered else query).all()
-        frame = _snapshot_frame([r[:-1] for r in rows])
-        frame["_seq"] = pd.Series([r[-1] for r in rows], dtype="int64")
+        columns = list(zip(*rows, strict=True)) if rows else [()] * (len(STAGED_COLUMNS) + 1)
+        frame = pd.DataFrame(
+            {c: pd.Series(columns[i], dtype="object") for i, c in enumerate(STAGED_COLUMNS)},
+            index=pd.RangeIndex(len(rows)),
+        )
+        frame["_seq"] = pd.Series(columns[-1], dtype="int64")
         return frame
 
     def mark_synced(self, tenant: str, run_id: str) -> None:
@@ -730,7 +734,8 @@ def _stageable(tenant: str, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _snapshot_frame(rows: Any) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series([r[i] for r in rows], dtype="object") for i, c in enumerate(STAGED_COLUMNS)})
+    columns = list(zip(*rows, strict=True)) if len(rows) else [()] * len(STAGED_COLUMNS)
+    return pd.DataFrame({c: pd.Series(columns[i], dtype="object") for i, c in enumerate(STAGED_COLUMNS)})
 
 
 def _now() -> datetime:

@@ -174,7 +174,7 @@ class SyncRecord:
         One transaction. Returns False, writing nothing, when the record already describes a
         newer snapshot (an older run's loads finishing late must not roll it back).
         """
-        from frankli_sync.sinks.database import bulk_insert, refresh_statistics
+        from frankli_sync.sinks.database import column_values, insert_columns, refresh_statistics
 
         with self.engine.begin() as connection:
             current = connection.execute(
@@ -190,7 +190,7 @@ class SyncRecord:
                         delete(synced_users).where(synced_users.c.tenant == tenant, synced_users.c.object_id.in_(chunk))
                     )
             records = rows.assign(tenant=tenant)[["tenant", *RECORD_COLUMNS]]
-            bulk_insert(connection, synced_users, _records(records))
+            insert_columns(connection, synced_users, {c: column_values(records[c]) for c in records.columns})
             if len(records) >= ANALYZE_AFTER:
                 # Without statistics PostgreSQL takes a million COPY'd rows for a few hundred and looks
                 # users up through the state index, reading the whole tenant for every 2,000 ids.
@@ -244,11 +244,6 @@ def carried_findings(frame: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
 def quarantine_entries(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """The validation entries kept in the `detail` of quarantined record rows."""
     return [json.loads(d) for d in frame.loc[frame["state"] == "quarantined", "detail"] if isinstance(d, str)]
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    frame = frame.astype("object").where(frame.notna(), None)
-    return frame.to_dict("records")
 
 
 def _frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:

@@ -286,28 +286,7 @@ def apply_upserts(
     # External id → user id of every synced user (after the links), extended by the creates below.
     known = _user_ids(connection, org_id, _referenced(plan))
     if len(plan.creates):
-        records = _managers_first(plan.creates.to_dict("records"))
-        # Ids are taken first, as the backend would assign them, so managers (existing users or users
-        # created earlier in this same list) are written with the rows instead of by a second UPDATE.
-        new_ids = _reserve_user_ids(connection, len(records))
-        creating = {r["external_id"] for r in records}
-        rows: list[dict[str, Any]] = []
-        late: list[tuple[int, str]] = []
-        for new_id, record in zip(new_ids, records, strict=True):
-            row = {"id": new_id, **_user_values(record, keys, org_id, now, fields=_written(record))}
-            manager = _none(record.get("manager"))
-            if manager is not None and manager not in known and manager in creating:
-                late.append((new_id, manager))  # a manager later in the list: only in a cycle
-            elif "manager" in record:
-                row["manager_id"] = known.get(manager) if manager is not None else None
-            rows.append(row)
-            known[record["external_id"]] = new_id
-        bulk_insert(connection, users, rows)
-        _bulk_update(connection, [{"id": user, "manager_id": known[manager]} for user, manager in late], now)
-        audit += [
-            AuditEntry(r["external_id"], r.get("email"), "create", {"fields": _audited(r, _written(r))})
-            for r in records
-        ]
+        audit += _create_users(connection, org_id, plan.creates, keys, known, now)
 
     plain_fields = [f for f in plan.always_fields if f != "manager"]
     if len(plan.updates) and plain_fields:
@@ -409,8 +388,10 @@ def _column(field: str) -> str:
     return f"{field}_id" if field in ENTITY_FIELDS else field
 
 
-def _written(record: Mapping[str, Any]) -> list[str]:
-    return [f for f in (*TEXT_FIELDS, *ENTITY_FIELDS) if f in record]
+def _written(record: Iterable[str]) -> list[str]:
+    """The Frankli fields among `record`'s keys (or a frame's columns)."""
+    present = set(record)
+    return [f for f in (*TEXT_FIELDS, *ENTITY_FIELDS) if f in present]
 
 
 def _user_values(
@@ -436,11 +417,6 @@ def _user_values(
     return values
 
 
-def _audited(record: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
-    values = {f: _none(record.get(f)) for f in fields}
-    return {f: v for f, v in values.items() if v is not None}
-
-
 def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """Insert `rows` into `table` in one bulk load: COPY on PostgreSQL, one executemany INSERT elsewhere.
 
@@ -450,16 +426,25 @@ def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]
     if not rows:
         return
     columns = list(dict.fromkeys(chain.from_iterable(rows)))
-    # pandas turns integer columns with gaps into floats: 117.0 must load as 117 (only such columns are rebuilt).
-    integers = [
-        c
-        for c in columns
-        if isinstance(table.c[c].type, Integer) and any(type(row.get(c)) not in _PLAIN_INTEGER for row in rows)
-    ]
-    if integers:
-        rows = [{**row, **{c: _integer(row.get(c), table, c) for c in integers}} for row in rows]
+    whole = all(len(row) == len(columns) for row in rows)  # every row has every column: read them in C
+    if whole and len(columns) > 1:
+        values = [list(column) for column in zip(*map(itemgetter(*columns), rows), strict=True)]
+    else:
+        values = [[row.get(c) for row in rows] for c in columns]
+    insert_columns(connection, table, dict(zip(columns, values, strict=True)))
+
+
+def insert_columns(connection: Connection, table: Table, data: Mapping[str, list[Any]]) -> None:
+    """Insert rows given as equally long columns (`bulk_insert`'s load, without building a dict per row)."""
+    columns, values = list(data), [list(v) for v in data.values()]
+    if not values or not values[0]:
+        return
+    for position, column in enumerate(columns):
+        # pandas turns integer columns with gaps into floats: 117.0 must load as 117 (only such columns are redone).
+        if isinstance(table.c[column].type, Integer) and any(type(v) not in _PLAIN_INTEGER for v in values[position]):
+            values[position] = [_integer(v, table, column) for v in values[position]]
     if connection.dialect.name != "postgresql":
-        connection.execute(insert(table), [{c: row.get(c) for c in columns} for row in rows])
+        connection.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)])
         return
     from psycopg import sql
 
@@ -469,11 +454,6 @@ def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]
     json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)}
     driver = connection.connection.driver_connection
     assert driver is not None
-    whole = all(len(row) == len(columns) for row in rows)  # every row has every column: read them in C
-    if whole and len(columns) > 1:
-        values = [list(column) for column in zip(*map(itemgetter(*columns), rows), strict=True)]
-    else:
-        values = [[row.get(c) for row in rows] for c in columns]
     for position, column in enumerate(columns):
         if column in json_columns:
             values[position] = [None if v is None else dumps(v) for v in values[position]]
@@ -556,13 +536,92 @@ def _set_managers(connection: Connection, plan: Plan, ids: Mapping[str, int], no
     )
 
 
+def _create_users(
+    connection: Connection,
+    org_id: int,
+    creates: pd.DataFrame,
+    keys: Mapping[str, Mapping[str, int]],
+    known: dict[str, int],
+    now: datetime,
+) -> list[AuditEntry]:
+    """Insert the plan's new users, managers first, a column at a time; `known` gains their ids.
+
+    Ids are taken first, as the backend would assign them, so managers (existing users or users
+    created earlier in this same list) are written with the rows instead of by a second UPDATE.
+    A manager later in the list (only in a cycle) is set afterwards.
+    """
+    external_ids = [_none(e) for e in creates["external_id"]]
+    managers = column_values(creates["manager"]) if "manager" in creates else [None] * len(creates)
+    order = _managers_first_order(external_ids, managers)
+    creates = creates.iloc[order].reset_index(drop=True)
+    external_ids, managers = [external_ids[i] for i in order], [managers[i] for i in order]
+    new_ids = _reserve_user_ids(connection, len(creates))
+    fields = _written(creates.columns)
+    values = {field: column_values(creates[field]) for field in fields}
+    columns: dict[str, list[Any]] = {"id": new_ids}
+    for field, texts in values.items():
+        if field in ENTITY_FIELDS:
+            ids = keys[ENTITY_FIELDS[field]]
+            columns[_column(field)] = [ids.get(v) if v is not None else None for v in texts]
+        elif field == "start_date":
+            columns[field] = [date.fromisoformat(v) if v else None for v in texts]
+        else:
+            columns[field] = texts
+    count = len(creates)
+    columns.update(
+        organisation_id=[org_id] * count,
+        external_id=external_ids,
+        status=column_values(creates["status"]),
+        created_at=[now] * count,
+        updated_at=[now] * count,
+    )
+    position = {external_id: n for n, external_id in enumerate(external_ids)}
+    late: list[tuple[int, str]] = []
+    if "manager" in creates:
+        manager_ids: list[int | None] = []
+        for n, (new_id, manager) in enumerate(zip(new_ids, managers, strict=True)):
+            ahead = position.get(manager, -1) if manager is not None and manager not in known else -1
+            if ahead >= n:  # a manager later in the list (or the user itself): only in a cycle
+                late.append((new_id, manager))
+                manager_ids.append(None)
+            else:
+                manager_ids.append(
+                    new_ids[ahead] if ahead >= 0 else known.get(manager) if manager is not None else None
+                )
+        columns["manager_id"] = manager_ids
+    insert_columns(connection, users, columns)
+    known.update(zip(external_ids, new_ids, strict=True))
+    _bulk_update(connection, [{"id": user, "manager_id": known[manager]} for user, manager in late], now)
+    emails = values.get("email") or [None] * count
+    rows = zip(*values.values(), strict=True) if fields else ([] for _ in range(count))
+    return [
+        AuditEntry(external_id, email, "create", {"fields": _present(dict(zip(fields, row, strict=True)))})
+        for external_id, email, row in zip(external_ids, emails, rows, strict=True)
+    ]
+
+
+def _present(values: dict[str, Any]) -> dict[str, Any]:
+    return {f: v for f, v in values.items() if v is not None}
+
+
+def column_values(column: pd.Series) -> list[Any]:
+    """A column's values as a list, pandas' missing values as None."""
+    return column.astype(object).where(column.notna(), None).tolist()
+
+
 def _managers_first(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """New users ordered so that a new manager comes before the new users reporting to them.
+    """New users ordered so that a new manager comes before the new users reporting to them (records)."""
+    order = _managers_first_order([r["external_id"] for r in records], [_none(r.get("manager")) for r in records])
+    return [records[i] for i in order]
+
+
+def _managers_first_order(external_ids: list[Any], managers: list[Any]) -> list[int]:
+    """Positions of new users so that a new manager comes before the new users reporting to them.
 
     Foreign keys are checked row by row on SQLite; in this order every manager a row names
     already exists. Stable: users of one level keep the plan's order.
     """
-    manager_of = {r["external_id"]: _none(r.get("manager")) for r in records}
+    manager_of = dict(zip(external_ids, managers, strict=True))
     depth: dict[str, int] = {}
     for start in manager_of:
         chain, current = [], start
@@ -572,7 +631,7 @@ def _managers_first(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         base = depth.get(current, -1) if current not in chain else -1  # a cycle starts at level 0
         for offset, user in enumerate(reversed(chain), start=1):
             depth[user] = base + offset
-    return sorted(records, key=lambda r: depth[r["external_id"]])
+    return sorted(range(len(external_ids)), key=lambda n: depth[external_ids[n]])
 
 
 def _user_ids(connection: Connection, org_id: int, only: set[str] | None = None) -> dict[str, int]:
