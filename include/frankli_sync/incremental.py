@@ -40,18 +40,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from frankli_sync.config import TenantConfig
 from frankli_sync.entra import STAGED_COLUMNS
 from frankli_sync.plan import Plan, restricted
 from frankli_sync.staging import Staging
 from frankli_sync.sync_record import KEY_COLUMNS, SyncRecord
+from frankli_sync.text_columns import as_arrow
 from frankli_sync.transform import (
     QUARANTINED,
     desired_users,
     email_fold,
     email_key,
     email_key_of,
+    is_missing,
     name_key,
     objects,
 )
@@ -297,12 +301,27 @@ def record_rows(
 
 
 def row_digests(staged: pd.DataFrame) -> np.ndarray:
-    """A 64-bit digest of each staged row's values (what the record compares a delta's rows with)."""
+    """A 64-bit digest of each staged row's values (what the record compares a delta's rows with).
+
+    Each row's values become one text, hashed once: every value as "v" + its text, a missing one
+    as "n", joined by NUL, which staged text never holds (staging records it as ␀), so two rows
+    give the same text only when their values are the same.
+    """
     if staged.empty:
         return np.zeros(0, dtype="int64")
-    texts = staged[list(STAGED_COLUMNS)].astype("object").where(staged[list(STAGED_COLUMNS)].notna(), None)
-    hashed = pd.util.hash_pandas_object(texts.astype(str), index=False)
-    return hashed.to_numpy().view("int64")
+    texts = [_digest_text(staged[column]) for column in STAGED_COLUMNS]
+    rows = pc.binary_join_element_wise(*texts, "\x00")
+    return pd.util.hash_array(rows.to_numpy(zero_copy_only=False), categorize=False).view("int64")
+
+
+def _digest_text(values: pd.Series) -> pa.Array:
+    array = as_arrow(values)
+    if array is None:
+        try:
+            array = pa.array(values.to_numpy(dtype=object, na_value=None), from_pandas=True).cast(pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # mixed types: their text
+            array = pa.array([None if is_missing(v) else str(v) for v in values], type=pa.string())
+    return pc.fill_null(pc.binary_join_element_wise("v", array, ""), "n")
 
 
 def key_hashes(values: pd.Series) -> pd.Series:
@@ -311,7 +330,7 @@ def key_hashes(values: pd.Series) -> pd.Series:
     out = pd.Series([None] * len(values), index=values.index, dtype="object")
     if present.any():
         texts = values[present].astype(str).to_numpy(dtype=object)
-        out[present] = pd.util.hash_array(texts).view("int64")
+        out[present] = pd.util.hash_array(texts, categorize=False).view("int64")  # same hashes, no factorising
     return out
 
 

@@ -87,3 +87,22 @@ def test_row_digests_change_with_any_staged_value_and_only_then() -> None:
     assert row_digests(base)[0] != row_digests(moved)[0] != row_digests(cleared)[0]
     assert row_digests(base)[1] == row_digests(moved)[1]
     assert row_digests(base.iloc[0:0]).shape == (0,)
+
+
+def test_row_digests_tell_missing_blank_and_shifted_values_apart() -> None:
+    """One text per row is hashed: missing, "", a value spelling the markers, or a value moved to the
+    next column must each give another digest (the markers and NUL joints keep the text unambiguous)."""
+    variants = [
+        entra("a", "a@contoso.example", city=None, state="x"),
+        entra("a", "a@contoso.example", city="", state="x"),
+        entra("a", "a@contoso.example", city="n", state="x"),
+        entra("a", "a@contoso.example", city="v", state="x"),
+        entra("a", "a@contoso.example", city="x", state=None),
+        entra("a", "a@contoso.example", city="x", state=""),
+        entra("a", "a@contoso.example", city="", state=""),
+    ]
+    digests = row_digests(staged(*variants))
+    assert len(set(digests.tolist())) == len(variants)
+    enabled = staged(entra("a", "a@contoso.example", account_enabled=True))
+    disabled = staged(entra("a", "a@contoso.example", account_enabled=False))
+    assert row_digests(enabled)[0] != row_digests(disabled)[0]
