@@ -187,16 +187,50 @@ def focus(
         participants |= frontier
         if len(participants) > limit:
             return None
+    return _focus_of(staging, record, tenant, run_id, participants, removed, None)
+
+
+def kept_focus(focus: Focus, basis: Basis) -> dict[str, Any]:
+    """What `refocus` needs to give the same focus again (validate keeps it for transform)."""
+    return {
+        "record_run": basis.record_run,
+        "participants": sorted(focus.participants),
+        "context": sorted(focus.context),
+    }
+
+
+def refocus(staging: Staging, record: SyncRecord, tenant: TenantConfig, run_id: str, kept: Mapping[str, Any]) -> Focus:
+    """The focus `focus` gave (`kept_focus`), without walking the shared keys again.
+
+    The participants depend only on the run's staged rows and the record, which transform checks
+    is still the one validation planned against (`kept["record_run"]`).
+    """
+    removed = staging.removed_ids(tenant.name, run_id)
+    return _focus_of(staging, record, tenant, run_id, set(kept["participants"]), removed, set(kept["context"]))
+
+
+def _focus_of(
+    staging: Staging,
+    record: SyncRecord,
+    tenant: TenantConfig,
+    run_id: str,
+    participants: set[str],
+    removed: Mapping[str, str],
+    context: set[str] | None,
+) -> Focus:
+    name = tenant.name
     staged = staging.rows_of(name, run_id, participants)  # those still in Entra, in snapshot order
     desired = desired_users(staged, tenant.mapping, tenant.scope)
-    chain = _management_chain(record, name, desired["manager"], participants) if "manager" in desired else set()
+    if context is None:
+        in_mapping = "manager" in desired
+        context = _management_chain(record, name, desired["manager"], participants) if in_mapping else set()
     return Focus(
         participants=frozenset(participants),
         staged=staged,
         desired=desired,
         record=record.rows(name, participants),
         removed=removed,
-        context=frozenset(chain),
+        context=frozenset(context),
     )
 
 

@@ -316,6 +316,7 @@ def _basis(ctx: RunContext) -> tuple[Basis, Focus | None]:
     focus = incremental.focus(ctx.staging, ctx.record, ctx.tenant, ctx.run_id, ctx.params.only_user)
     if focus is None:
         return Basis("full", f"the changes touch over {incremental.MAX_SHARE:.0%} of the tenant"), None
+    ctx.staging.save_document(ctx.tenant.name, ctx.run_id, "focus", incremental.kept_focus(focus, basis))
     return basis, focus
 
 
@@ -415,7 +416,7 @@ def _plan_incremental(
 ) -> Planned | str:
     """The plan of the participants, against the part of Frankli they can meet; or why to plan in full."""
     name, tenant = ctx.tenant.name, ctx.tenant
-    focus = incremental.focus(ctx.staging, ctx.record, tenant, ctx.run_id, ctx.params.only_user)
+    focus = _focus(ctx, basis)
     if focus is None:
         return f"the changes touch over {incremental.MAX_SHARE:.0%} of the tenant"
     own = focus.desired
@@ -448,6 +449,17 @@ def _plan_incremental(
         validation["quarantined"],
         participants=focus.participants,
     )
+
+
+def _focus(ctx: RunContext, basis: Basis) -> Focus | None:
+    """Validation's focus when it planned against this record (kept), or the focus computed again."""
+    try:
+        kept = ctx.staging.load_document(ctx.tenant.name, ctx.run_id, "focus")
+    except SnapshotMissing:
+        kept = None
+    if kept and kept.get("record_run") == basis.record_run:
+        return incremental.refocus(ctx.staging, ctx.record, ctx.tenant, ctx.run_id, kept)
+    return incremental.focus(ctx.staging, ctx.record, ctx.tenant, ctx.run_id, ctx.params.only_user)
 
 
 def _validation(ctx: RunContext) -> dict[str, Any]:

@@ -74,6 +74,19 @@ def planned_basis(tenant: Any, url: str) -> str:
         engine.dispose()
 
 
+def kept_focus_run(tenant: Any, url: str) -> str | None:
+    """The record run of the focus validation kept for transform (None: none kept)."""
+    from frankli_sync.staging import SnapshotMissing, Staging
+
+    engine = create_engine(url)
+    try:
+        return Staging(engine).load_document(tenant.name, tenant.runs[-1].run_id, "focus")["record_run"]
+    except SnapshotMissing:
+        return None
+    finally:
+        engine.dispose()
+
+
 def assert_same(day: int, inc: dict[str, Any], full: dict[str, Any]) -> None:
     differing = sorted(
         k for k in inc["users"].keys() | full["users"].keys() if inc["users"].get(k) != full["users"].get(k)
@@ -169,6 +182,8 @@ def test_incremental_runs_leave_frankli_as_full_runs_do(make_tenant, monkeypatch
         run("inc")
         run("full", {"full_sync": True})
         bases.append(planned_basis(tenants["inc"], urls["inc"]["staging"]))
+        if bases[-1].startswith("incremental"):  # transform planned from the focus validation kept, not a new walk
+            assert kept_focus_run(tenants["inc"], urls["inc"]["staging"]) is not None, day
         assert_same(day, frankli_state(urls["inc"]["frankli"]), frankli_state(urls["full"]["frankli"]))
 
     modes = [b.split(":")[0] for b in bases]
