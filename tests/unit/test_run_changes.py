@@ -8,6 +8,7 @@ from html import unescape
 
 import pandas as pd
 import pytest
+from frankli_sync import run_changes
 from frankli_sync.run_changes import (
     CHANGE_COLUMNS,
     Person,
@@ -161,3 +162,48 @@ def test_the_changes_page_escapes_directory_data_and_links_its_pages() -> None:
     assert 'value="&#34;&gt;&lt;b&gt;"' in html, "the query is echoed escaped"
     assert "page 1 of 2" in html and 'href="changes?q=%22%3E%3Cb%3E&amp;action=&amp;page=2"' in html
     assert "form-action 'self'" in unescape(html) and "script-src" not in html
+
+
+def _one_by_one(entries: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """`change_rows` with the bulk description of creates switched off: the per-row `describe` path."""
+    with monkeypatch.context() as patch:
+        patch.setattr(run_changes, "_described_creates", lambda *_: {})
+        return [tuple(r) for r in change_rows(entries, PEOPLE).itertuples(index=False)]
+
+
+def test_creates_described_in_bulk_read_as_each_described_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first sync's million creates are described a field at a time; each row must read as `describe` has it."""
+    hostile = ["Ann", "O'Brien; Lee", "=HYPERLINK(1)", "Ŝtraße", "a: b", "tab\there"]
+    creates = []
+    for n in range(60):
+        fields = {
+            "email": f"user{n}@contoso.example",
+            "first_name": hostile[n % 6] if n % 5 else None,
+            "last_name": hostile[(n + 1) % 6] if n % 7 else None,
+            "city": "Cork" if n % 2 else None,
+            "department": hostile[n % 6] if n % 3 else None,
+        }
+        creates.append((f"new-{n}", fields["email"], "create", {"fields": {k: v for k, v in fields.items() if v}}))
+    entries = audit(
+        *creates[:30],
+        (ANN, "ann@contoso.example", "update", {"changes": {"job_title": ["A", "B"]}}),
+        (BOB, "bob@contoso.example", "create", {"fields": {"email": "bob@contoso.example"}}),  # named in Frankli
+        *creates[30:],
+    )
+    bulk = [tuple(r) for r in change_rows(entries, PEOPLE).itertuples(index=False)]
+    assert bulk == _one_by_one(entries, monkeypatch)
+    assert bulk[0][4].startswith("email: user0@contoso.example")
+    assert bulk[31][2] == "Bob Roe"  # a create of a user Frankli already names keeps that name
+
+
+def test_creates_that_bulk_cannot_show_fall_back_to_describe(monkeypatch: pytest.MonkeyPatch) -> None:
+    odd = audit(
+        ("n1", "a@contoso.example", "create", {"fields": {"email": "a@contoso.example", "grade": "7"}}),
+        ("n2", "b@contoso.example", "create", {"fields": {"last_name": "Roe", "email": "b@contoso.example"}}),
+        ("n3", "c@contoso.example", "create", {"fields": {"email": "c@contoso.example", "city": 5}}),
+    )
+    rows = change_rows(odd, PEOPLE)
+    assert [tuple(r) for r in rows.itertuples(index=False)] == _one_by_one(odd, monkeypatch)
+    assert rows.loc[0, "details"] == "email: a@contoso.example; grade: 7"
+    assert rows.loc[1, "details"] == "last name: Roe; email: b@contoso.example"
+    assert rows.loc[2, "details"] == "email: c@contoso.example; city: 5"
