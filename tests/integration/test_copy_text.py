@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 from frankli_sync.json_text import dumps
+from frankli_sync.sinks import database
 from frankli_sync.sinks.copy_text import copy_payload
 from frankli_sync.sinks.database import bulk_insert
 from sqlalchemy import JSON, Boolean, Column, Date, DateTime, Integer, MetaData, Table, Text, create_engine, select
@@ -61,7 +62,9 @@ def _rows() -> list[dict[str, object]]:
     return rows
 
 
-def test_copy_text_loads_what_the_row_path_loads(postgres_url: str) -> None:
+@pytest.mark.parametrize("slice_rows", [50_000, 7])
+def test_copy_text_loads_what_the_row_path_loads(postgres_url: str, slice_rows: int, monkeypatch) -> None:
+    monkeypatch.setattr(database, "COPY_ROWS", slice_rows)  # one slice, or several
     engine = create_engine(postgres_url)
     metadata = MetaData()
     table = _table(metadata)
@@ -76,7 +79,8 @@ def test_copy_text_loads_what_the_row_path_loads(postgres_url: str) -> None:
     assert loaded == rows
 
 
-def test_untyped_values_take_the_row_path(postgres_url: str) -> None:
+def test_untyped_values_take_the_row_path(postgres_url: str, monkeypatch) -> None:
+    monkeypatch.setattr(database, "COPY_ROWS", 1)  # the odd row's slice alone takes the row path
     engine = create_engine(postgres_url)
     metadata = MetaData()
     table = Table("mixed", metadata, Column("id", Integer, primary_key=True), Column("name", Text))

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -36,7 +37,9 @@ def copy_payload(columns: Sequence[Sequence[Any]]) -> bytes | None:
         return b""
     lines = pc.binary_join_element_wise(*texts, "\t") if len(texts) > 1 else texts[0]
     lines = pc.binary_join_element_wise(lines, "\n", "")
-    return "".join(lines.to_pylist()).encode()
+    # The lines lie end to end in the array's data buffer: that slice is the payload.
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + len(lines) + 1]
+    return lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes()
 
 
 def _column_text(values: Sequence[Any]) -> pa.Array | None:

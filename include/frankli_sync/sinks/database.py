@@ -258,6 +258,7 @@ def _frame(result: Iterable[Any], columns: Iterable[str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([r[i] for r in rows], dtype="object") for i, c in enumerate(columns)})
 
 
+COPY_ROWS = 50_000  # rows formatted and sent to PostgreSQL at once
 ANALYZE_AFTER_CREATES = 10_000  # users created at once after which Frankli's statistics are refreshed
 
 
@@ -457,13 +458,15 @@ def insert_columns(connection: Connection, table: Table, data: Mapping[str, list
     for position, column in enumerate(columns):
         if column in json_columns:
             values[position] = [None if v is None else dumps(v) for v in values[position]]
-    payload = copy_payload(values)  # the rows as COPY text, a column at a time; None: values Arrow does not type
     with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
-        if payload is not None:
-            copy.write(payload)
-            return
-        for row in zip(*values, strict=True):
-            copy.write_row(row)
+        for start in range(0, len(values[0]), COPY_ROWS):  # a slice at a time: memory stays bounded
+            part = [v[start : start + COPY_ROWS] for v in values]
+            payload = copy_payload(part)  # the rows as COPY text, a column at a time
+            if payload is not None:
+                copy.write(payload)
+                continue
+            for row in zip(*part, strict=True):  # values Arrow does not type: psycopg formats them
+                copy.write_row(row)
 
 
 _PLAIN_INTEGER = (int, type(None))
