@@ -26,13 +26,27 @@ def _scalar(value: Any) -> Any:
     raise TypeError(f"a value of type {type(value).__name__} has no JSON form: {value!r}")
 
 
+def _shown(value: Any) -> Any:
+    if isinstance(value, np.generic) or value is pd.NA or value is pd.NaT:
+        return _scalar(value)
+    return str(value)
+
+
 _ENCODER = msgspec.json.Encoder(enc_hook=_scalar)
+_DOCUMENT_ENCODER = msgspec.json.Encoder(enc_hook=_shown, order="sorted")
 _DECODER = msgspec.json.Decoder()
 
 
 def dumps(value: Any) -> str:
     """`value` as JSON text (NaN, NA, NaT as null; numpy scalars as their value)."""
     return _ENCODER.encode(value).decode()
+
+
+def document(value: Any, indent: int = 0) -> str:
+    """A run document's text: keys sorted, missing values and non-finite floats as null, datetimes in
+    ISO 8601, any other value JSON has no type for as its ``str`` (a Decimal, a path)."""
+    encoded = _DOCUMENT_ENCODER.encode(value)
+    return (msgspec.json.format(encoded, indent=indent) if indent else encoded).decode()
 
 
 def loads(text: str | bytes) -> Any:

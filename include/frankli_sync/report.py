@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from markupsafe import Markup
 
+from frankli_sync import json_text
 from frankli_sync.plan import Plan
 from frankli_sync.report_site import (
     DOCS_INDEX,
@@ -71,6 +73,10 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 PLAN_ROWS_SHOWN = 1000  # rows per action kind on the HTML page of a dry run (report.json has them all)
+# Rows per list (quarantined users, warnings, manager problems…) on the HTML run page: a page of 20,000
+# rows helps nobody and costs seconds each run; report.json and quarantine.csv hold every one.
+LIST_ROWS_SHOWN = 500
+_WHOLE_LIST = {"quarantine": QUARANTINE_CSV, "json": REPORT_JSON}
 _FROM_CONFIG: Any = object()
 
 
@@ -174,7 +180,7 @@ def write_run_report(
         "shown": changes.head(SHOWN_ON_RUN_PAGE).to_dict("records"),
     }
     summary["links"].update(changes=CHANGES_PAGE, changes_csv=CHANGES_CSV, quarantine_csv=QUARANTINE_CSV)
-    _write_atomically(run_dir / REPORT_JSON, json.dumps(summary, indent=2, default=str, sort_keys=True))
+    _write_atomically(run_dir / REPORT_JSON, json_text.document(summary, indent=2))
     _write_atomically(run_dir / REPORT_HTML, render_html(summary))
     if retention_days is _FROM_CONFIG:
         retention_days = configured_retention_days()
@@ -312,7 +318,7 @@ suite without GX's renderer; full runs write them.</p>{% endif %}
 <table>
 <tr><th>User principal name</th><th>Object id</th><th>Failed expectation</th><th>Column</th>
 <th>Offending value</th></tr>
-{% for q in s.quarantined %}
+{% for q in s.quarantined[:rows_shown] %}
 {% set reasons = q.reasons or [{}] %}
 {% for r in reasons %}
 <tr>
@@ -326,6 +332,7 @@ suite without GX's renderer; full runs write them.</p>{% endif %}
 {% endfor %}
 {% endfor %}
 </table>
+{{ more(s.quarantined, "quarantine") }}
 {% endif %}
 
 <h2 id="orphaned">References to entities deleted in Frankli ({{ s.orphaned_references|length }})</h2>
@@ -334,11 +341,12 @@ Set a new value in Entra.</p>
 {% if s.orphaned_references %}
 <table>
 <tr><th>User</th><th>Object id</th><th>Field</th><th>Value (deleted in Frankli)</th><th>What to do</th></tr>
-{% for o in s.orphaned_references %}
+{% for o in s.orphaned_references[:rows_shown] %}
 <tr><td class="value">{{ o.email }}</td><td><code>{{ o.external_id }}</code></td><td>{{ o.field }}</td>
 <td class="value">{{ value(o.value) }}</td><td class="value">{{ o.action }}</td></tr>
 {% endfor %}
 </table>
+{{ more(s.orphaned_references, "json") }}
 {% endif %}
 
 <h2 id="managers">Manager problems ({{ s.manager_problems|length }})</h2>
@@ -347,12 +355,13 @@ snapshot leaves the Frankli manager as it was; any other problem leaves the user
 {% if s.manager_problems %}
 <table>
 <tr><th>User</th><th>Object id</th><th>Manager object id</th><th>Reason</th><th>Outcome</th></tr>
-{% for m in s.manager_problems %}
+{% for m in s.manager_problems[:rows_shown] %}
 <tr><td class="value">{{ m.email }}</td><td><code>{{ m.external_id }}</code></td>
 <td><code>{{ m.manager_id }}</code></td>
 <td>{{ manager_reasons.get(m.reason, m.reason) }}</td><td>{{ m.outcome or "no manager" }}</td></tr>
 {% endfor %}
 </table>
+{{ more(s.manager_problems, "json") }}
 {% endif %}
 
 <h2 id="cycles">Manager cycles ({{ s.manager_cycles|length }})</h2>
@@ -371,10 +380,11 @@ snapshot leaves the Frankli manager as it was; any other problem leaves the user
 <h2 id="archived">Archived by a Frankli admin ({{ s.archived_in_frankli|length }})</h2>
 <p class="muted">Active in Entra, but archived in Frankli by an admin: the sync leaves them archived.</p>
 <table><tr><th>User</th><th>Object id</th></tr>
-{% for a in s.archived_in_frankli %}
+{% for a in s.archived_in_frankli[:rows_shown] %}
 <tr><td class="value">{{ a.email }}</td><td><code>{{ a.external_id }}</code></td></tr>
 {% endfor %}
 </table>
+{{ more(s.archived_in_frankli, "json") }}
 {% endif %}
 
 {% if warnings %}
@@ -382,14 +392,15 @@ snapshot leaves the Frankli manager as it was; any other problem leaves the user
 <details><summary>Users loaded despite a warning-level expectation</summary>
 <table>
 <tr><th>User principal name</th><th>Object id</th><th>Expectation</th><th>Column</th><th>Value</th></tr>
-{% for w in warnings %}
+{% for w in warnings[:rows_shown] %}
 {% for r in (w.reasons or [{}]) %}
 <tr><td class="value">{{ w.user_principal_name }}</td><td><code>{{ w.object_id }}</code></td>
 <td>{{ r.expectation }}</td>
 <td>{{ r.column or "" }}</td><td class="value">{{ value(r.value) if "value" in r else "" }}</td></tr>
 {% endfor %}
 {% endfor %}
-</table></details>
+</table>
+{{ more(warnings, "json") }}</details>
 {% endif %}
 
 {% if plan is not none %}
@@ -469,4 +480,16 @@ def render_html(summary: Mapping[str, Any]) -> str:
         plan=_plan_tables(summary.get("plan")) if summary.get("dry_run") else None,
         value=_value,
         shown=lambda v: "(none)" if v is None else v,
+        rows_shown=LIST_ROWS_SHOWN,
+        more=_more,
+    )
+
+
+def _more(rows: Sequence[Any], whole: str) -> Markup:
+    """Under a list cut at `LIST_ROWS_SHOWN` rows: how many are shown and which file has them all."""
+    if len(rows) <= LIST_ROWS_SHOWN:
+        return Markup("")
+    href = _WHOLE_LIST[whole]
+    return Markup('<p class="muted">The first {} of {} are shown: <a href="{}">{}</a> has every one.</p>').format(
+        f"{LIST_ROWS_SHOWN:,}", f"{len(rows):,}", href, href
     )

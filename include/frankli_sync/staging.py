@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -43,11 +42,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from frankli_sync import json_text
 from frankli_sync.db_values import chunked, one_of
 from frankli_sync.entra import NUL, NUL_MARK, STAGED_COLUMNS
 from frankli_sync.schema_upgrade import add_missing_columns
 from frankli_sync.sinks.database import bulk_insert, refresh_statistics
-from frankli_sync.transform import json_ready
 
 OBJECT_ID_MAX = 1024
 # A delta snapshot is staged whole again (a new root) once the changes carried since its root reach this share
@@ -492,7 +491,7 @@ class Staging:
         return (row.run_id, int(row.user_count or 0)) if row else None
 
     def save_document(self, tenant: str, run_id: str, kind: str, payload: Any) -> None:
-        text = json.dumps(json_ready(payload), default=str, sort_keys=True, allow_nan=False)
+        text = json_text.document(payload)
         with self.engine.begin() as connection:
             key = (
                 run_documents.c.tenant == tenant,
@@ -511,7 +510,7 @@ class Staging:
             ).scalar_one_or_none()
         if text is None:
             raise SnapshotMissing(f"tenant {tenant!r} run {run_id!r} has no {kind!r} document; re-run its task")
-        return json.loads(text)
+        return json_text.loads(text)
 
     def document_digest(self, tenant: str, run_id: str, kind: str) -> str | None:
         """A digest of the document's stored text (None: no such document): whether it was written again."""

@@ -105,6 +105,35 @@ def test_report_json_keeps_its_keys_and_adds_links(tmp_path: Path) -> None:
     assert datetime.fromisoformat(stored["generated_at"]).tzinfo is not None
 
 
+def test_long_lists_are_cut_on_the_page_and_kept_whole_in_the_files(tmp_path: Path) -> None:
+    """20,000 quarantined users: the page shows the first rows and says where all of them are."""
+    from frankli_sync.report import LIST_ROWS_SHOWN
+
+    docs = documents()
+    reason = docs["validation"]["quarantined"][0]["reasons"][0]
+    many = LIST_ROWS_SHOWN + 7
+    docs["validation"]["quarantined"] = [
+        {"object_id": f"q{n:05d}", "user_principal_name": f"u{n:05d}@x", "reasons": [reason]} for n in range(many)
+    ]
+    docs["validation"]["warnings"] = [
+        {"object_id": f"w{n:05d}", "user_principal_name": f"w{n:05d}@x", "reasons": [reason]} for n in range(many)
+    ]
+    run_dir = tmp_path / "run"
+    write_run_report(
+        run_dir, tenant="contoso", run_id="r1", params=PARAMS, documents=docs, applied={}, task_results=TASKS,
+        retention_days=None,
+    )  # fmt: skip
+    page = (run_dir / "index.html").read_text()
+    assert f"u{LIST_ROWS_SHOWN - 1:05d}@x" in page and f"u{LIST_ROWS_SHOWN:05d}@x" not in page
+    assert f"w{LIST_ROWS_SHOWN - 1:05d}@x" in page and f"w{LIST_ROWS_SHOWN:05d}@x" not in page
+    assert f"Quarantined users ({many + 1})" in page  # the count is of all (the plan's conflict included)
+    assert f'The first {LIST_ROWS_SHOWN} of {many + 1} are shown: <a href="quarantine.csv">' in page
+    assert f'The first {LIST_ROWS_SHOWN} of {many} are shown: <a href="report.json">' in page
+    stored = json.loads((run_dir / "report.json").read_text())
+    assert len(stored["quarantined"]) == many + 1 and len(stored["warnings"]) == many
+    assert (run_dir / "quarantine.csv").read_text().count("@x") == many
+
+
 def test_render_html_accepts_reports_written_before_the_new_keys() -> None:
     old = {
         "tenant": "contoso", "run_id": "r1", "params": {}, "dry_run": False, "status": "success",

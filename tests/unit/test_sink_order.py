@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from frankli_sync.sinks.database import _managers_first
+from frankli_sync.sinks.database import _managers_first_order
 
 pytestmark = pytest.mark.unit
 
@@ -13,7 +13,8 @@ def create(user: str, manager: str | None) -> dict[str, str | None]:
 
 
 def order(*records: dict[str, str | None]) -> list[str]:
-    return [str(r["external_id"]) for r in _managers_first(list(records))]
+    ids = [r["external_id"] for r in records]
+    return [str(ids[i]) for i in _managers_first_order(ids, [r["manager"] for r in records])]
 
 
 def test_a_new_manager_comes_before_their_new_reports() -> None:

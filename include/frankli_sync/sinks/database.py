@@ -292,7 +292,7 @@ def apply_upserts(
     plain_fields = [f for f in plan.always_fields if f != "manager"]
     if len(plan.updates) and plain_fields:
         rows = [
-            {"id": record["user_id"], **_user_values(record, keys, org_id, now, fields=plain_fields)}
+            {"id": record["user_id"], **_user_values(record, keys, plain_fields)}
             for record in plan.updates.to_dict("records")
         ]
         _bulk_update(connection, rows, now)
@@ -396,8 +396,9 @@ def _written(record: Iterable[str]) -> list[str]:
 
 
 def _user_values(
-    record: Mapping[str, Any], keys: Mapping[str, Mapping[str, int]], org_id: int, now: datetime, fields: Iterable[str]
+    record: Mapping[str, Any], keys: Mapping[str, Mapping[str, int]], fields: Iterable[str]
 ) -> dict[str, Any]:
+    """An updated user's column values for `fields` (entity names as their ids, dates as dates)."""
     values: dict[str, Any] = {}
     for field in fields:
         value = _none(record.get(field))
@@ -407,14 +408,6 @@ def _user_values(
             values[field] = date.fromisoformat(value) if value else None
         else:
             values[field] = value
-    if "status" in record:  # a create
-        values.update(
-            organisation_id=org_id,
-            external_id=record["external_id"],
-            status=record["status"],
-            created_at=now,
-            updated_at=now,
-        )
     return values
 
 
@@ -610,12 +603,6 @@ def _present(values: dict[str, Any]) -> dict[str, Any]:
 def column_values(column: pd.Series) -> list[Any]:
     """A column's values as a list, pandas' missing values as None."""
     return column.astype(object).where(column.notna(), None).tolist()
-
-
-def _managers_first(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """New users ordered so that a new manager comes before the new users reporting to them (records)."""
-    order = _managers_first_order([r["external_id"] for r in records], [_none(r.get("manager")) for r in records])
-    return [records[i] for i in order]
 
 
 def _managers_first_order(external_ids: list[Any], managers: list[Any]) -> list[int]:
