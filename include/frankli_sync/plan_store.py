@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, Text, delete, insert, select, update
+from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, Text, delete, insert, or_, select, update
 
 from frankli_sync import json_text
 from frankli_sync.plan import Plan
@@ -33,6 +33,9 @@ from frankli_sync.transform import json_ready
 PART_ROWS = 20_000
 KEEP_PLANS = 3  # per tenant, besides the one being saved (a backfill runs a few at once)
 PLAN_FRAMES = ("entity_creates", "creates", "updates", "links", "restores", "archives", "conflicts")
+# What each load applies: a first sync's million creates are not decoded again to archive nobody.
+UPSERT_FRAMES = ("entity_creates", "creates", "updates", "links", "restores", "conflicts")
+ARCHIVE_FRAMES = ("archives",)
 
 metadata = MetaData()
 
@@ -63,7 +66,7 @@ class PlanKey:
 class KeptPlan:
     """A plan read back from staging, with what the loads need besides it."""
 
-    plan: Plan
+    plan: Plan  # the frames of the asking load (`UPSERT_FRAMES` / `ARCHIVE_FRAMES`); the others empty
     basis: dict[str, Any]
     participants: frozenset[str] | None
     record: pd.DataFrame | None  # the record rows `incremental.record_rows` gave (None: only_user)
@@ -96,6 +99,7 @@ class PlanStore:
             "participants": sorted(participants) if participants is not None else None,
             "always_fields": list(plan.always_fields),
             "has_record": record is not None,
+            "frames": {name: _head(getattr(plan, name)) for name in PLAN_FRAMES},
         }
         parts: list[tuple[str, str]] = [("key", json.dumps(meta)), ("findings", _json(json_ready(plan.findings)))]
         for name in PLAN_FRAMES:
@@ -114,7 +118,9 @@ class PlanStore:
         """The kept plan when `key` (read now) is the key it was computed from; None: plan again.
 
         `after_upserts`: asked by ``load_archives``, whose Frankli mark must be the one
-        ``load_upserts`` left after applying this plan.
+        ``load_upserts`` left after applying this plan; it reads the archives and the record
+        rows, ``load_upserts`` the other frames (the frames a load does not apply come back
+        empty, with their columns and dtypes).
         """
         meta = self._meta(tenant, run_id)
         if meta is None:
@@ -124,10 +130,18 @@ class PlanStore:
             expected["frankli_mark"] = meta["applied_mark"]
         if expected != asdict(key):
             return None
+        heads = meta.get("frames")  # None: kept by a version that did not store them; read every frame
+        wanted = (ARCHIVE_FRAMES if after_upserts else UPSERT_FRAMES) if heads else PLAN_FRAMES
+        with_record = after_upserts and meta["has_record"]
+        parts = [*wanted, "record"] if with_record else list(wanted)
         with self.engine.connect() as connection:
             rows = connection.execute(
                 select(run_plans.c.part, run_plans.c.payload)
-                .where(run_plans.c.tenant == tenant, run_plans.c.run_id == run_id, run_plans.c.part.like("%:%"))
+                .where(
+                    run_plans.c.tenant == tenant,
+                    run_plans.c.run_id == run_id,
+                    or_(*(run_plans.c.part.like(f"{name}:%") for name in parts)),
+                )
                 .order_by(run_plans.c.part)
             ).all()
             findings = connection.execute(
@@ -138,14 +152,14 @@ class PlanStore:
         texts: dict[str, list[str]] = {}
         for part, payload in rows:
             texts.setdefault(part.split(":")[0], []).append(payload)
-        frames = {name: frame_from_parts(texts[name]) for name in PLAN_FRAMES}
+        frames = {n: frame_from_parts(texts[n]) if n in wanted else _empty(heads[n]) for n in PLAN_FRAMES}
         plan = Plan(**frames, findings=json.loads(findings), always_fields=tuple(meta["always_fields"]))
         participants = meta["participants"]
         return KeptPlan(
             plan=plan,
             basis=meta["basis"],
             participants=frozenset(participants) if participants is not None else None,
-            record=frame_from_parts(texts["record"]) if meta["has_record"] else None,
+            record=frame_from_parts(texts["record"]) if with_record else None,
         )
 
     def applied(self, tenant: str, run_id: str, mark: str | None) -> None:
@@ -210,10 +224,18 @@ def frame_parts(frame: pd.DataFrame) -> Iterator[str]:
         mixed = kind.startswith("mixed") and any(isinstance(v, _NOT_JSON_TYPES) for v in frame[column])
         if kind in _NOT_JSON or mixed:
             raise TypeError(f"a plan value cannot be kept in staging: column {column} holds {kind} values")
-    head = {"columns": [str(c) for c in frame.columns], "dtypes": {str(c): str(t) for c, t in frame.dtypes.items()}}
+    head = _head(frame)
     values = frame.astype(object).where(frame.notna(), None).to_numpy(dtype=object).tolist()
     for start in range(0, max(len(values), 1), PART_ROWS):
         yield _json({**head, "rows": values[start : start + PART_ROWS]})
+
+
+def _head(frame: pd.DataFrame) -> dict[str, Any]:
+    return {"columns": [str(c) for c in frame.columns], "dtypes": {str(c): str(t) for c, t in frame.dtypes.items()}}
+
+
+def _empty(head: Mapping[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(columns=head["columns"], dtype=object).astype(head["dtypes"])
 
 
 def frame_from_parts(texts: list[str]) -> pd.DataFrame:

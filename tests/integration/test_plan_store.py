@@ -167,3 +167,57 @@ def test_kept_frames_come_back_with_their_values_and_dtypes(monkeypatch: pytest.
     assert list(empty.columns) == list(frame.columns) and (empty.dtypes == frame.dtypes).all()
     with pytest.raises(TypeError, match="cannot be kept"):
         list(plan_store.frame_parts(pd.DataFrame({"when": [datetime.now(UTC)]}, dtype=object)))
+
+
+def test_each_load_reads_back_only_the_frames_it_applies(tmp_path) -> None:
+    """load_upserts gets creates to conflicts; load_archives the archives and the record (others: empty, typed)."""
+    import json
+
+    from frankli_sync.plan import Plan
+    from frankli_sync.plan_store import PlanKey, PlanStore, run_plans
+    from sqlalchemy import create_engine, select
+
+    def frame(**columns: list[Any]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {k: pd.Series(v, dtype="int64" if k == "user_id" else "object") for k, v in columns.items()}
+        )
+
+    plan = Plan(
+        entity_creates=frame(table=["sites"], key=["dub"], name=["Dublin"]),
+        creates=frame(external_id=["n1", "n2"], email=["a@x", "b@x"], status=["uninvited"] * 2),
+        updates=frame(user_id=[7], external_id=["u1"], changes=[["role"]]),
+        links=frame(user_id=[8], external_id=["l1"]),
+        restores=frame(user_id=[9], external_id=["r1"]),
+        archives=frame(user_id=[3, 4], external_id=["g1", "g2"], reason=["disabled", "deleted"]),
+        conflicts=frame(external_id=["c1"], email=["c@x"], reason=["rehire_conflict"]),
+        always_fields=("role",),
+    )
+    record = frame(object_id=["n1", "n2", "g1"], state=["active", "active", "disabled"])
+    key = PlanKey("m1", "complete|3|t", "v", None, None, "s")
+    store = PlanStore(create_engine(f"sqlite:///{tmp_path / 'staging.db'}"))
+    store.save("t", "r", key, plan, {"mode": "full"}, None, record)
+
+    upserts = store.load("t", "r", key, after_upserts=False)
+    assert upserts is not None and upserts.record is None
+    for name in ("entity_creates", "creates", "updates", "links", "restores", "conflicts"):
+        pd.testing.assert_frame_equal(getattr(upserts.plan, name), getattr(plan, name))
+    assert len(upserts.plan.archives) == 0
+    assert list(upserts.plan.archives.columns) == list(plan.archives.columns)
+    assert (upserts.plan.archives.dtypes == plan.archives.dtypes).all()
+
+    store.applied("t", "r", "m2")
+    archives = store.load("t", "r", PlanKey(**{**key.__dict__, "frankli_mark": "m2"}), after_upserts=True)
+    assert archives is not None
+    pd.testing.assert_frame_equal(archives.plan.archives, plan.archives)
+    pd.testing.assert_frame_equal(archives.record, record)
+    assert len(archives.plan.creates) == 0 and list(archives.plan.creates.columns) == list(plan.creates.columns)
+
+    # A plan kept before the frames' heads were stored is read whole, as it always was.
+    with store.engine.begin() as connection:
+        meta = json.loads(connection.execute(select(run_plans.c.payload).where(run_plans.c.part == "key")).scalar_one())
+        del meta["frames"]
+        connection.execute(run_plans.update().where(run_plans.c.part == "key").values(payload=json.dumps(meta)))
+    whole = store.load("t", "r", PlanKey(**{**key.__dict__, "frankli_mark": "m2"}), after_upserts=True)
+    assert whole is not None
+    pd.testing.assert_frame_equal(whole.plan.creates, plan.creates)
+    pd.testing.assert_frame_equal(whole.plan.archives, plan.archives)
