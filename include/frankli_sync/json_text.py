@@ -10,7 +10,8 @@ value, tuples lists, dict keys strings. Non-ASCII text is written as UTF-8 rathe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from itertools import starmap
 from typing import Any
 
 import msgspec
@@ -47,6 +48,27 @@ def document(value: Any, indent: int = 0) -> str:
     ISO 8601, any other value JSON has no type for as its ``str`` (a Decimal, a path)."""
     encoded = _DOCUMENT_ENCODER.encode(value)
     return (msgspec.json.format(encoded, indent=indent) if indent else encoded).decode()
+
+
+def nested_rows(key: str, columns: Mapping[str, Sequence[Any]], count: int) -> list[str]:
+    """Per row (`count` rows), the text of ``{key: {name: value, …}}``: the row's non-null values in order.
+
+    The same text `dumps` gives for those dicts, built without a dict per row: a msgspec struct
+    whose missing fields are omitted (names travel as renames; a name msgspec cannot rename to, with a
+    quote, a backslash or a control character, takes the per-row way).
+    """
+    names = list(columns)
+    if any(c in '"\\' or c < " " for name in (key, *names) for c in name):
+        rows = zip(*columns.values(), strict=True) if names else ((),) * count
+        return [dumps({key: {n: v for n, v in zip(names, row, strict=True) if v is not None}}) for row in rows]
+    fields = msgspec.defstruct(
+        "Fields", [(f"f{n}", Any, None) for n in range(len(names))], omit_defaults=True,
+        rename={f"f{n}": name for n, name in enumerate(names)},
+    )  # fmt: skip
+    outer = msgspec.defstruct("Nested", [("value", fields)], rename={"value": key})
+    rows = zip(*columns.values(), strict=True) if names else ((),) * count
+    values = map(outer, starmap(fields, rows))
+    return [text.decode() for text in map(_ENCODER.encode, values)]
 
 
 def loads(text: str | bytes) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -48,6 +48,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
+from frankli_sync import json_text
 from frankli_sync.db_values import as_utc, chunked, one_of
 from frankli_sync.entra import NUL, NUL_MARK
 from frankli_sync.errors import SyncStopped
@@ -55,7 +56,7 @@ from frankli_sync.json_text import dumps, loads_many
 from frankli_sync.plan import SYNC, USER_STATE_COLUMNS, FrankliState, Plan
 from frankli_sync.sinks.copy_text import copy_payload
 from frankli_sync.sinks.schema import ENTITY_TABLES, create_schema, organisations, sync_audit, users
-from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS, json_ready, name_key
+from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS, name_key
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,28 @@ class AuditEntry:
     email: str | None
     action: str
     details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AuditColumns:
+    """Audit rows as columns, their details as JSON text: a first sync's million creates without an object each."""
+
+    actions: list[str]
+    external_ids: list[str | None]
+    emails: list[str | None]
+    details: list[str]
+
+    def __len__(self) -> int:
+        return len(self.details)
+
+    @classmethod
+    def of(cls, entries: list[AuditEntry]) -> AuditColumns:
+        return cls(
+            [e.action for e in entries],
+            [e.external_id for e in entries],
+            [e.email for e in entries],
+            [dumps(e.details) for e in entries],
+        )
 
 
 class OrganisationOwnedElsewhere(SyncStopped):
@@ -286,8 +309,7 @@ def apply_upserts(
 
     # External id → user id of every synced user (after the links), extended by the creates below.
     known = _user_ids(connection, org_id, _referenced(plan))
-    if len(plan.creates):
-        audit += _create_users(connection, org_id, plan.creates, keys, known, now)
+    created = _create_users(connection, org_id, plan.creates, keys, known, now) if len(plan.creates) else None
 
     plain_fields = [f for f in plan.always_fields if f != "manager"]
     if len(plan.updates) and plain_fields:
@@ -312,10 +334,11 @@ def apply_upserts(
 
     _set_managers(connection, plan, known, now)
     audit += _new_quarantines(connection, org_id, run_id, quarantined)
-    _write_audit(connection, org_id, run_id, now, audit)
+    linked = sum(1 for entry in audit if entry.action == "link")  # links first, then creates, as applied
+    _write_audit(connection, org_id, run_id, now, audit[:linked], created, audit[linked:])
     if len(plan.creates) >= ANALYZE_AFTER_CREATES:
         refresh_statistics(connection, (users, sync_audit))
-    return _count(audit)
+    return {**_count(audit), **({"create": len(created)} if created else {})}
 
 
 def refresh_statistics(connection: Connection, tables: Iterable[Table]) -> None:
@@ -344,16 +367,11 @@ def apply_archives(connection: Connection, org_id: int, archives: pd.DataFrame, 
         constants={"status": "archived", "archived_by": SYNC, "archived_at": now},
         only_if=users.c.status != "archived",
     )
-    _write_audit(
-        connection,
-        org_id,
-        run_id,
-        now,
-        [
-            AuditEntry(r["external_id"], r["email"], "archive", {"reason": r["reason"], "status_before": r["status"]})
-            for r in records
-        ],
-    )
+    entries = [
+        AuditEntry(r["external_id"], r["email"], "archive", {"reason": r["reason"], "status_before": r["status"]})
+        for r in records
+    ]
+    _write_audit(connection, org_id, run_id, now, entries)
     return len(records)
 
 
@@ -428,8 +446,13 @@ def bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]
     insert_columns(connection, table, dict(zip(columns, values, strict=True)))
 
 
-def insert_columns(connection: Connection, table: Table, data: Mapping[str, list[Any]]) -> None:
-    """Insert rows given as equally long columns (`bulk_insert`'s load, without building a dict per row)."""
+def insert_columns(
+    connection: Connection, table: Table, data: Mapping[str, list[Any]], encoded_json: Collection[str] = ()
+) -> None:
+    """Insert rows given as equally long columns (`bulk_insert`'s load, without building a dict per row).
+
+    `encoded_json`: JSON columns whose values are JSON texts already (`json_text`), sent as they are.
+    """
     columns, values = list(data), [list(v) for v in data.values()]
     if not values or not values[0]:
         return
@@ -437,7 +460,10 @@ def insert_columns(connection: Connection, table: Table, data: Mapping[str, list
         # pandas turns integer columns with gaps into floats: 117.0 must load as 117 (only such columns are redone).
         if isinstance(table.c[column].type, Integer) and any(type(v) not in _PLAIN_INTEGER for v in values[position]):
             values[position] = [_integer(v, table, column) for v in values[position]]
-    if connection.dialect.name != "postgresql":
+    if connection.dialect.name != "postgresql":  # SQLAlchemy's JSON type encodes the values itself
+        for position, column in enumerate(columns):
+            if column in encoded_json:
+                values[position] = loads_many(values[position])
         connection.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)])
         return
     from psycopg import sql
@@ -445,7 +471,7 @@ def insert_columns(connection: Connection, table: Table, data: Mapping[str, list
     copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
-    json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)}
+    json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)} - set(encoded_json)
     driver = connection.connection.driver_connection
     assert driver is not None
     for position, column in enumerate(columns):
@@ -539,7 +565,7 @@ def _create_users(
     keys: Mapping[str, Mapping[str, int]],
     known: dict[str, int],
     now: datetime,
-) -> list[AuditEntry]:
+) -> AuditColumns:
     """Insert the plan's new users, managers first, a column at a time; `known` gains their ids.
 
     Ids are taken first, as the backend would assign them, so managers (existing users or users
@@ -589,15 +615,7 @@ def _create_users(
     known.update(zip(external_ids, new_ids, strict=True))
     _bulk_update(connection, [{"id": user, "manager_id": known[manager]} for user, manager in late], now)
     emails = values.get("email") or [None] * count
-    rows = zip(*values.values(), strict=True) if fields else ([] for _ in range(count))
-    return [
-        AuditEntry(external_id, email, "create", {"fields": _present(dict(zip(fields, row, strict=True)))})
-        for external_id, email, row in zip(external_ids, emails, rows, strict=True)
-    ]
-
-
-def _present(values: dict[str, Any]) -> dict[str, Any]:
-    return {f: v for f, v in values.items() if v is not None}
+    return AuditColumns(["create"] * count, external_ids, emails, json_text.nested_rows("fields", values, count))
 
 
 def column_values(column: pd.Series) -> list[Any]:
@@ -678,25 +696,24 @@ def _new_quarantines(
     return [q for q in quarantined if _audit_identity(q) not in done]
 
 
-def _write_audit(connection: Connection, org_id: int, run_id: str, now: datetime, entries: list[AuditEntry]) -> None:
-    if not entries:
+def _write_audit(
+    connection: Connection, org_id: int, run_id: str, now: datetime, *parts: list[AuditEntry] | AuditColumns | None
+) -> None:
+    """One bulk insert of the audit rows of `parts`, in their order (entries, or rows already as columns)."""
+    batches = [part if isinstance(part, AuditColumns) else AuditColumns.of(part) for part in parts if part]
+    count = sum(len(batch) for batch in batches)
+    if not count:
         return
-    postgres = connection.dialect.name == "postgresql"  # its COPY writes details with json_text.dumps
-    bulk_insert(
-        connection,
-        sync_audit,
-        [
-            {
-                "organisation_id": org_id,
-                "run_id": run_id,
-                **dict(zip(("external_id", "email"), _audit_identity(e), strict=True)),
-                "action": e.action,
-                "details": e.details if postgres else json_ready(e.details),
-                "created_at": now,
-            }
-            for e in entries
-        ],
-    )
+    columns = {
+        "organisation_id": [org_id] * count,
+        "run_id": [run_id] * count,
+        "external_id": _loggable_column(chain.from_iterable(b.external_ids for b in batches), sync_audit.c.external_id),
+        "email": _loggable_column(chain.from_iterable(b.emails for b in batches), sync_audit.c.email),
+        "action": list(chain.from_iterable(b.actions for b in batches)),
+        "details": list(chain.from_iterable(b.details for b in batches)),
+        "created_at": [now] * count,
+    }
+    insert_columns(connection, sync_audit, columns, encoded_json={"details"})
 
 
 def _audit_identity(entry: AuditEntry) -> tuple[str | None, str | None]:
@@ -705,6 +722,14 @@ def _audit_identity(entry: AuditEntry) -> tuple[str | None, str | None]:
         _loggable(entry.external_id, sync_audit.c.external_id.type.length),
         _loggable(entry.email, sync_audit.c.email.type.length),
     )
+
+
+def _loggable_column(values: Iterable[str | None], column: Column[Any]) -> list[str | None]:
+    """`_loggable` of each value for `column` (values that need nothing done are kept as they are)."""
+    limit = column.type.length
+    return [
+        v if v is None or (type(v) is str and len(v) <= limit and NUL not in v) else _loggable(v, limit) for v in values
+    ]
 
 
 def _loggable(value: str | None, limit: int) -> str | None:
