@@ -46,6 +46,7 @@ from frankli_sync import json_text
 from frankli_sync.db_values import chunked, one_of
 from frankli_sync.entra import NUL, NUL_MARK, STAGED_COLUMNS
 from frankli_sync.schema_upgrade import add_missing_columns
+from frankli_sync.sinks.copy_text import copied_rows
 from frankli_sync.sinks.database import bulk_insert, refresh_statistics
 
 OBJECT_ID_MAX = 1024
@@ -450,7 +451,10 @@ class Staging:
                 tenant, run_id, root, lambda t: [*(t.c[c] for c in STAGED_COLUMNS), t.c.seq], condition
             ).subquery()
             query = select(view)
-            rows = connection.execute(query.order_by(view.c.seq) if ordered else query).all()
+            query = query.order_by(view.c.seq) if ordered else query
+            if condition is None and connection.dialect.name == "postgresql":  # a whole snapshot
+                return copied_rows(connection, query, [*STAGED_COLUMNS, "_seq"])
+            rows = connection.execute(query).all()
         columns = list(zip(*rows, strict=True)) if rows else [()] * (len(STAGED_COLUMNS) + 1)
         frame = pd.DataFrame(
             {c: pd.Series(columns[i], dtype="object") for i, c in enumerate(STAGED_COLUMNS)},

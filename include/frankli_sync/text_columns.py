@@ -108,9 +108,15 @@ def leading(values: pd.Series, length: int, per_value: Callable[[Any], Any]) -> 
     return _with_non_ascii(array, heads, per_value, values.index)
 
 
+_NO_TEXT = frozenset({"empty", "boolean", "integer", "floating", "decimal", "complex"})
+
+
 def html_escaped(values: pd.Series) -> pd.Series:
     """`html.escape` of each text value; other values (missing, booleans, numbers) unchanged."""
-    array = as_arrow(values) if pd.api.types.infer_dtype(values, skipna=True) == "string" else None
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind in _NO_TEXT:  # a column of flags (validation's `_fits_*`): nothing to escape, nothing to copy
+        return values
+    array = as_arrow(values) if kind == "string" else None
     if array is None:
         return values.map(lambda v: html.escape(v) if isinstance(v, str) else v)
     for character, entity in _HTML_ENTITIES:

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 import pytest
 from frankli_sync.json_text import dumps
 from frankli_sync.sinks import database
-from frankli_sync.sinks.copy_text import copy_payload
+from frankli_sync.sinks.copy_text import copied_rows, copy_payload
 from frankli_sync.sinks.database import bulk_insert
 from sqlalchemy import JSON, Boolean, Column, Date, DateTime, Integer, MetaData, Table, Text, create_engine, select
 
@@ -104,3 +104,41 @@ def test_each_hostile_text_is_escaped(text: str | None) -> None:
         if text is None
         else text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r") + "\n"
     )
+
+
+def test_a_whole_snapshot_read_by_copy_equals_the_row_read(postgres_url: str, monkeypatch) -> None:
+    """`copied_rows` (COPY … TO STDOUT as CSV, parsed by Arrow) reads back what the row path reads.
+
+    NULL against an empty text, quotes, commas, newlines and CSV's own escapes in every column.
+    """
+    from frankli_sync import staging as staging_module
+    from frankli_sync.entra import STAGED_COLUMNS
+    from frankli_sync.staging import Staging
+
+    copies: list[int] = []
+
+    def counted(*args: object) -> object:
+        frame = copied_rows(*args)
+        copies.append(len(frame))
+        return frame
+
+    monkeypatch.setattr(staging_module, "copied_rows", counted)
+    staging = Staging(create_engine(postgres_url))
+    extra = ["a,b", '"', '""', "line\r\nbreak", "\u2400 nul mark", "=1+2"]
+    rows = []
+    for n, text in enumerate([*HOSTILE, *extra]):
+        row: dict[str, object] = {c: text for c in STAGED_COLUMNS}
+        row.update(object_id=f"00000000-0000-0000-0000-{n:012d}", account_enabled=[True, False, None][n % 3])
+        rows.append(row)
+    staging.begin_snapshot("t", "r", "graph")
+    staging.apply_page("t", "r", rows, {}, None)
+    staging.complete_snapshot("t", "r", len(rows))
+    whole = staging.snapshot("t", "r")  # the COPY path
+    by_rows = staging.rows_of("t", "r", [r["object_id"] for r in rows])  # the row path
+    import pandas as pd
+
+    assert copies == [len(rows)], "the whole snapshot is read by COPY, the rows of some users row by row"
+    pd.testing.assert_frame_equal(whole, by_rows)
+    assert whole["job_title"].tolist() == [*HOSTILE, *extra]
+    assert whole["account_enabled"].tolist()[:3] == [True, False, None]
+    assert all(v is None or isinstance(v, str) for v in whole["city"])

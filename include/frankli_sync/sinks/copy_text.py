@@ -9,16 +9,26 @@ newline and carriage return), missing values ``\\N``, and the columns are joined
 `copy_payload` returns None when a column holds values Arrow cannot type as one of those (mixed
 types, lists, decimals): the caller then writes rows with psycopg as before, so unusual values are
 never guessed at.
+
+The other way, `copied_rows` reads a large SELECT as ``COPY (…) TO STDOUT`` in CSV, parsed by
+Arrow: a million staged rows without a Python tuple each (NULL is the unquoted empty field, an
+empty text the quoted one, as PostgreSQL writes them).
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+from sqlalchemy import Boolean, Integer
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Select
 
 NULL = "\\N"
 # PostgreSQL text COPY: backslash first, so the escapes themselves are not escaped again.
@@ -61,3 +71,54 @@ def _column_text(values: Sequence[Any]) -> pa.Array | None:
     else:  # floats, durations, nested values …: psycopg knows their text form better
         return None
     return pc.fill_null(text, NULL)
+
+
+def copied_rows(connection: Connection, query: Select[Any], names: Sequence[str]) -> pd.DataFrame:
+    """The rows of `query` (PostgreSQL) as a frame of `names`: object columns, None for NULL.
+
+    Integer columns come back as int64, booleans as True/False/None, the rest as text. The
+    query's values travel as psycopg parameters, never inside the SQL text.
+    """
+    compiled = query.compile(dialect=connection.dialect)
+    kinds = [column.type for column in query.selected_columns]
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    buffer = io.BytesIO()
+    with (
+        driver.cursor() as cursor,
+        cursor.copy(f"COPY ({compiled}) TO STDOUT WITH (FORMAT csv)", compiled.params) as copy,
+    ):
+        for block in copy:
+            buffer.write(block)
+    buffer.seek(0)
+    types = {name: _arrow_type(kind) for name, kind in zip(names, kinds, strict=True)}
+    table = pa_csv.read_csv(
+        buffer,
+        read_options=pa_csv.ReadOptions(column_names=list(names)),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=types,
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            true_values=["t"],
+            false_values=["f"],
+        ),
+    )
+    frame = pd.DataFrame(index=pd.RangeIndex(table.num_rows))
+    for name in names:
+        column = table.column(name)
+        if pa.types.is_integer(column.type) and not column.null_count:
+            frame[name] = column.to_numpy()
+        else:
+            values = column.to_pandas(types_mapper=None).astype(object)
+            frame[name] = values.where(values.notna(), None)
+    return frame
+
+
+def _arrow_type(kind: Any) -> pa.DataType:
+    if isinstance(kind, Boolean):
+        return pa.bool_()
+    if isinstance(kind, Integer):
+        return pa.int64()
+    return pa.string()
