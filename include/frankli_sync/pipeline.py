@@ -25,12 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import func, select
-from sqlalchemy.engine import Connection
 
 from frankli_sync import approval, incremental, task_log
 from frankli_sync.config import SyncConfig, TenantConfig, load_config
-from frankli_sync.connections import engine_for, staging_engine
+from frankli_sync.connections import staging_engine
 from frankli_sync.db_values import as_utc
 from frankli_sync.errors import SyncStopped
 from frankli_sync.incremental import Basis, Focus
@@ -38,19 +36,8 @@ from frankli_sync.plan import FrankliState, Plan, PlanOptions, plan_user_changes
 from frankli_sync.plan_store import PlanKey, PlanStore
 from frankli_sync.report import TASKS as REPORTED_TASKS
 from frankli_sync.report import plan_document, run_directory, write_run_report
-from frankli_sync.sinks.database import (
-    AuditEntry,
-    OrganisationOwnedElsewhere,
-    applied_snapshot,
-    apply_archives,
-    apply_upserts,
-    frankli_mark,
-    organisation_transaction,
-    read_state,
-    read_state_of,
-    record_applied_snapshot,
-)
-from frankli_sync.sinks.schema import users
+from frankli_sync.sinks import open_sink
+from frankli_sync.sinks.interface import AuditEntry, FrankliSession, FrankliSink, OrganisationOwnedElsewhere
 from frankli_sync.staging import SnapshotMissing, Staging
 from frankli_sync.sync_record import SyncRecord, carried_findings, quarantine_entries
 from frankli_sync.task_outcome import failure_document, failure_kind
@@ -153,22 +140,23 @@ class RunContext:
         record = self.staging.extraction(self.tenant.name, self.run_id) or {}
         return record.get("source_id") or source_identity(self.tenant)
 
+    @cached_property
+    def sink(self) -> FrankliSink:
+        return open_sink(self.tenant.target)
+
     @contextmanager
-    def frankli(self, owned: bool = True) -> Iterator[tuple[Connection, int]]:
-        """One transaction on the tenant's Frankli organisation, holding its lock; the engine is closed after.
+    def frankli(self, owned: bool = True) -> Iterator[FrankliSession]:
+        """The tenant's Frankli organisation, locked, in one transaction of its sink.
 
         `owned`: the organisation must be synced from this run's source (claimed if it records none);
         a run from another source stops before reading or writing anything.
         """
-        engine = engine_for(self.tenant.target.conn_id)
         try:
             source = self.source() if owned else None
-            with organisation_transaction(engine, self.tenant.target.organisation, source) as (connection, org_id):
-                yield connection, org_id
+            with self.sink.session(self.tenant.target.organisation, source) as session:
+                yield session
         except OrganisationOwnedElsewhere as owned_elsewhere:
             raise OwnershipConflict(self._ownership_message(owned_elsewhere)) from owned_elsewhere
-        finally:
-            engine.dispose()
 
     def _ownership_message(self, error: OrganisationOwnedElsewhere) -> str:
         target = self.tenant.target
@@ -245,7 +233,6 @@ def validate(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = N
     in pandas (`validation.evaluate_in_pandas`, GX's verdicts) without Data Docs.
     """
     task_log.quiet_gx()
-    from frankli_sync.sinks.schema import frankli_field_lengths
     from frankli_sync.validation import ValidationSettings, validate_users
 
     ctx = RunContext.open(tenant_name, run_id, params)
@@ -255,7 +242,7 @@ def validate(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = N
     settings = ValidationSettings(
         required_fields=ctx.tenant.validation.required_columns,
         warn_fields=ctx.tenant.validation.warn_columns,
-        max_lengths=frankli_field_lengths(ctx.tenant.mapping),
+        max_lengths=ctx.sink.field_lengths(ctx.tenant.mapping),
     )
     # GX with Data Docs for full runs; the same suite in pandas where a GX context would cost more than the
     # run (an incremental run's participants, an only_user run).
@@ -336,11 +323,11 @@ def _carried_quarantines(ctx: RunContext, focus: Focus, checked: int) -> tuple[l
 def transform(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Entra rows → desired Frankli users → the plan against Frankli's current state (read-only)."""
     ctx = RunContext.open(tenant_name, run_id, params)
-    with ctx.frankli() as (connection, org_id):
+    with ctx.frankli() as frankli:
         # Read before the state: a write landing in between moves the mark, and the loads plan again.
-        mark = frankli_mark(connection, org_id)
-        planned = compute_plan(ctx, connection, org_id, mark)
-        connection.rollback()  # planning writes nothing
+        mark = frankli.mark()
+        planned = compute_plan(ctx, frankli, mark)
+        frankli.discard()  # planning writes nothing
     document = plan_document(planned.plan, full=ctx.params.dry_run)
     document["basis"] = planned.basis.document()
     ctx.staging.save_document(ctx.tenant.name, run_id, "plan", document)
@@ -364,8 +351,8 @@ class Planned:
     kept: bool = False  # read back from `plan_store` (not computed by this task)
 
 
-def compute_plan(ctx: RunContext, connection: Connection, org_id: int, mark: str | None = None) -> Planned:
-    """The plan for this run against the organisation as `connection` sees it (pure given the inputs).
+def compute_plan(ctx: RunContext, frankli: FrankliSession, mark: str | None = None) -> Planned:
+    """The plan for this run against the organisation as `frankli` sees it (pure given the inputs).
 
     Incremental when validation planned the run so, the record still describes the same run
     and Frankli holds what the sync last left there (`mark`, `frankli_mark`); in full otherwise,
@@ -377,9 +364,9 @@ def compute_plan(ctx: RunContext, connection: Connection, org_id: int, mark: str
     state = ctx.record.state(ctx.tenant.name) or {}
     same_record = recorded.get("record_run") == state.get("run_id")
     if recorded.get("mode") == "incremental" and same_record:
-        mark = mark or frankli_mark(connection, org_id)
+        mark = mark or frankli.mark()
         if mark == state.get("frankli_mark"):
-            planned = _plan_incremental(ctx, connection, org_id, validation, Basis(**recorded))
+            planned = _plan_incremental(ctx, frankli, validation, Basis(**recorded))
             if isinstance(planned, Planned):
                 return planned
             reason = planned
@@ -390,7 +377,7 @@ def compute_plan(ctx: RunContext, connection: Connection, org_id: int, mark: str
         basis = Basis("full", "the record changed since validation")
     else:
         basis = Basis("full", recorded.get("reason") or "validated in full")
-    return _plan_full(ctx, read_state(connection, org_id), validation, basis)
+    return _plan_full(ctx, frankli.state(), validation, basis)
 
 
 def _plan_full(ctx: RunContext, state: FrankliState, validation: Mapping[str, Any], basis: Basis) -> Planned:
@@ -412,7 +399,7 @@ def _plan_full(ctx: RunContext, state: FrankliState, validation: Mapping[str, An
 
 
 def _plan_incremental(
-    ctx: RunContext, connection: Connection, org_id: int, validation: Mapping[str, Any], basis: Basis
+    ctx: RunContext, frankli: FrankliSession, validation: Mapping[str, Any], basis: Basis
 ) -> Planned | str:
     """The plan of the participants, against the part of Frankli they can meet; or why to plan in full."""
     name, tenant = ctx.tenant.name, ctx.tenant
@@ -423,7 +410,7 @@ def _plan_incremental(
     emails = own["email"] if "email" in own else own["upn_key"]
     keys = set(own["upn_key"].dropna()) | set(email_key(emails).dropna())
     keys |= {email_fold_of(v) for v in emails.dropna()} - {None}
-    state = read_state_of(connection, org_id, focus.participants | focus.context, keys)
+    state = frankli.state_of(focus.participants | focus.context, keys)
     linked = set(state.users["external_id"].dropna()) - focus.participants
     context = ctx.staging.rows_of(name, ctx.run_id, focus.context | linked)
     known = ctx.record.rows(name, context["object_id"].dropna())
@@ -494,11 +481,11 @@ def _keep(ctx: RunContext, planned: Planned, mark: str) -> None:
         log.warning("tenant %s run %s: plan not kept (%s); the loads plan again", ctx.tenant.name, ctx.run_id, error)
 
 
-def load_plan(ctx: RunContext, connection: Connection, org_id: int, mark: str, after_upserts: bool) -> Planned:
+def load_plan(ctx: RunContext, frankli: FrankliSession, mark: str, after_upserts: bool) -> Planned:
     """The transform's kept plan when the evidence holds that it is still this run's plan; else a new one."""
     kept = ctx.plans.load(ctx.tenant.name, ctx.run_id, plan_key(ctx, mark), after_upserts)
     if kept is None:
-        return compute_plan(ctx, connection, org_id, mark)
+        return compute_plan(ctx, frankli, mark)
     nothing = pd.DataFrame()
     return Planned(
         kept.plan,
@@ -537,19 +524,17 @@ def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None
     if ctx.params.dry_run:
         return {"dry_run": True}
     started = time.monotonic()
-    with ctx.frankli() as (connection, org_id):
-        newer = _superseded_by(ctx, connection, org_id)
+    with ctx.frankli() as frankli:
+        newer = _superseded_by(ctx, frankli)
         if newer:
             return newer
-        before = frankli_mark(connection, org_id)
-        planned = load_plan(ctx, connection, org_id, before, after_upserts=False)
+        before = frankli.mark()
+        planned = load_plan(ctx, frankli, before, after_upserts=False)
         planned_at = time.monotonic()
-        counts = apply_upserts(
-            connection, org_id, planned.plan, run_id, ctx.clock(), quarantined=_quarantine_entries(ctx, planned)
-        )
+        counts = frankli.apply_upserts(planned.plan, run_id, ctx.clock(), quarantined=_quarantine_entries(ctx, planned))
         if not ctx.params.only_user:
-            record_applied_snapshot(connection, org_id, ctx.clock())
-        after = frankli_mark(connection, org_id)
+            frankli.record_applied_snapshot(ctx.clock())
+        after = frankli.mark()
     ctx.record.advance_mark(ctx.tenant.name, before, after)
     ctx.plans.applied(ctx.tenant.name, run_id, after if planned.kept else None)
     if not ctx.params.only_user:
@@ -624,19 +609,14 @@ def _archive(
     ctx = RunContext.open(tenant_name, run_id, params)
     if ctx.params.dry_run:
         return {"dry_run": True}
-    with ctx.frankli() as (connection, org_id):
-        newer = _superseded_by(ctx, connection, org_id)
+    with ctx.frankli() as frankli:
+        newer = _superseded_by(ctx, frankli)
         if newer:
             return newer
-        before = frankli_mark(connection, org_id)
-        planned = load_plan(ctx, connection, org_id, before, after_upserts=True)
+        before = frankli.mark()
+        planned = load_plan(ctx, frankli, before, after_upserts=True)
         plan = planned.plan
-        synced = connection.execute(
-            select(func.count()).where(
-                users.c.organisation_id == org_id, users.c.external_id.is_not(None), users.c.status != "archived"
-            )
-        ).scalar_one()
-        guard = archive_guard(ctx, len(plan.archives), int(synced))
+        guard = archive_guard(ctx, len(plan.archives), frankli.synced_users())
         if guard["blocked"] and approved is not None:
             guard = _approved(guard, approval.archive_digest(plan.archives), *approved)
         log.info(task_log.load_line(tenant_name, "load_archives", {}, guard))
@@ -644,14 +624,14 @@ def _archive(
             request = {**guard, "awaiting_approval": True, "archive_digest": approval.archive_digest(plan.archives)}
             request["sample"] = approval.sample(plan.archives)
             ctx.staging.save_document(ctx.tenant.name, run_id, "guard", request)
-            connection.rollback()  # nothing archived until a person approves
+            frankli.discard()  # nothing archived until a person approves
             return {"archive": 0, "awaiting_approval": True, "to_archive": len(plan.archives),
                     "request": approval.request_body(ctx.tenant.name, request, request["sample"])}  # fmt: skip
         ctx.staging.save_document(ctx.tenant.name, run_id, "guard", guard)
         if guard["blocked"]:
             raise DeletionGuardTriggered(guard["message"])
-        archived = apply_archives(connection, org_id, plan.archives, run_id, ctx.clock())
-        after = frankli_mark(connection, org_id)
+        archived = frankli.apply_archives(plan.archives, run_id, ctx.clock())
+        after = frankli.mark()
     if ctx.params.only_user:
         ctx.record.advance_mark(ctx.tenant.name, before, after)
     else:
@@ -708,13 +688,13 @@ def _record(ctx: RunContext, planned: Planned, mark: str) -> None:
                     ctx.run_id)  # fmt: skip
 
 
-def _superseded_by(ctx: RunContext, connection: Connection, org_id: int) -> dict[str, Any] | None:
+def _superseded_by(ctx: RunContext, frankli: FrankliSession) -> dict[str, Any] | None:
     """A summary when a newer Entra snapshot was already applied: this run's older one must not undo it.
 
     Loads of one organisation are serialised, not ordered: in a backfill, or when ops clear an
     old run's task, an older snapshot can reach the lock after a newer one was written.
     """
-    applied = applied_snapshot(connection, org_id)
+    applied = frankli.applied_snapshot()
     mine = ctx.clock()
     if applied is None or applied <= mine:
         return None
@@ -862,14 +842,13 @@ def _approval_outcome(documents: dict[str, Any], task_results: dict[str, Any], c
 def _applied_actions(ctx: RunContext, plan: Mapping[str, Any] | None) -> tuple[dict[str, int], pd.DataFrame]:
     """The run's action counts and who changed: from Frankli's audit, or a dry run's plan (nothing was written)."""
     from frankli_sync.run_changes import ACTIONS, Person, change_rows, planned_audit, referenced_ids
-    from frankli_sync.sinks.database import audit_counts, audit_rows, people_of
 
-    with ctx.frankli(owned=False) as (connection, org_id):
-        counts = {} if ctx.params.dry_run else audit_counts(connection, org_id, ctx.run_id)
+    with ctx.frankli(owned=False) as frankli:
+        counts = {} if ctx.params.dry_run else frankli.audit_counts(ctx.run_id)
         if ctx.params.dry_run:
             audit = planned_audit((plan or {}).get("actions"))
         else:
-            audit = audit_rows(connection, org_id, ctx.run_id, ACTIONS)
-        people = {i: Person(*p) for i, p in people_of(connection, org_id, referenced_ids(audit)).items()}
-        connection.rollback()  # the report reads only
+            audit = frankli.audit_rows(ctx.run_id, ACTIONS)
+        people = {i: Person(*p) for i, p in frankli.people_of(referenced_ids(audit)).items()}
+        frankli.discard()  # the report reads only
     return counts, change_rows(audit, people)

@@ -51,20 +51,12 @@ from sqlalchemy.engine import Connection
 from frankli_sync import json_text
 from frankli_sync.db_values import as_utc, chunked, one_of
 from frankli_sync.entra import NUL, NUL_MARK
-from frankli_sync.errors import SyncStopped
 from frankli_sync.json_text import dumps, loads_many
 from frankli_sync.plan import SYNC, USER_STATE_COLUMNS, FrankliState, Plan
 from frankli_sync.sinks.copy_text import copy_payload
+from frankli_sync.sinks.interface import AuditEntry, OrganisationOwnedElsewhere
 from frankli_sync.sinks.schema import ENTITY_TABLES, create_schema, organisations, sync_audit, users
 from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS, name_key
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    external_id: str | None
-    email: str | None
-    action: str
-    details: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -86,17 +78,6 @@ class AuditColumns:
             [e.external_id for e in entries],
             [e.email for e in entries],
             [dumps(e.details) for e in entries],
-        )
-
-
-class OrganisationOwnedElsewhere(SyncStopped):
-    """The organisation is synced from another source; this run must not write to it."""
-
-    def __init__(self, organisation: str, recorded: str, incoming: str) -> None:
-        self.organisation, self.recorded, self.incoming = organisation, recorded, incoming
-        super().__init__(
-            f"Frankli organisation {organisation!r} is synced from {recorded!r}; this run reads {incoming!r}. "
-            "Nothing was written."
         )
 
 
