@@ -90,8 +90,10 @@ def copied_rows(connection: Connection, query: Select[Any], names: Sequence[str]
     ):
         for block in copy:
             buffer.write(block)
-    buffer.seek(0)
     types = {name: _arrow_type(kind) for name, kind in zip(names, kinds, strict=True)}
+    if not buffer.tell():  # no rows: Arrow refuses an empty file
+        return pd.DataFrame({n: pd.Series([], dtype="int64" if t == pa.int64() else object) for n, t in types.items()})
+    buffer.seek(0)
     table = pa_csv.read_csv(
         buffer,
         read_options=pa_csv.ReadOptions(column_names=list(names)),
