@@ -93,20 +93,23 @@ def copied_rows(connection: Connection, query: Select[Any], names: Sequence[str]
     types = {name: _arrow_type(kind) for name, kind in zip(names, kinds, strict=True)}
     if not buffer.tell():  # no rows: Arrow refuses an empty file
         return pd.DataFrame({n: pd.Series([], dtype="int64" if t == pa.int64() else object) for n, t in types.items()})
-    buffer.seek(0)
-    table = pa_csv.read_csv(
-        buffer,
-        read_options=pa_csv.ReadOptions(column_names=list(names)),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        convert_options=pa_csv.ConvertOptions(
-            column_types=types,
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-            true_values=["t"],
-            false_values=["f"],
-        ),
+    size = buffer.tell()
+    convert = pa_csv.ConvertOptions(
+        column_types=types,
+        null_values=[""],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+        true_values=["t"],
+        false_values=["f"],
     )
+    parse = pa_csv.ParseOptions(newlines_in_values=True)
+    try:
+        buffer.seek(0)
+        table = pa_csv.read_csv(buffer, pa_csv.ReadOptions(column_names=list(names)), parse, convert)
+    except pa.ArrowInvalid:  # a row longer than Arrow's block (1 MiB): the whole text as one block
+        buffer.seek(0)
+        whole = pa_csv.ReadOptions(column_names=list(names), block_size=size + 1)
+        table = pa_csv.read_csv(buffer, whole, parse, convert)
     frame = pd.DataFrame(index=pd.RangeIndex(table.num_rows))
     for name in names:
         column = table.column(name)
