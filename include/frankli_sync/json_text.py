@@ -46,8 +46,19 @@ def dumps(value: Any) -> str:
 def document(value: Any, indent: int = 0) -> str:
     """A run document's text: keys sorted, missing values and non-finite floats as null, datetimes in
     ISO 8601, any other value JSON has no type for as its ``str`` (a Decimal, a path)."""
-    encoded = _DOCUMENT_ENCODER.encode(value)
+    try:
+        encoded = _DOCUMENT_ENCODER.encode(value)
+    except TypeError:  # msgspec sorts only text keys: other keys become their text, as `json.dumps` did
+        encoded = _DOCUMENT_ENCODER.encode(_text_keys(value))
     return (msgspec.json.format(encoded, indent=indent) if indent else encoded).decode()
+
+
+def _text_keys(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _text_keys(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_text_keys(v) for v in value]
+    return value
 
 
 def nested_rows(key: str, columns: Mapping[str, Sequence[Any]], count: int) -> list[str]:

@@ -38,3 +38,8 @@ def test_documents_sort_keys_and_write_missing_values_as_null() -> None:
     text = json_text.document({"b": float("nan"), "a": {"d": np.int64(2), "c": None}, "e": math.inf})
     assert text == '{"a":{"c":null,"d":2},"b":null,"e":null}'
     assert json_text.loads(json_text.document({"x": [1, "é"]}, indent=2)) == {"x": [1, "é"]}
+
+
+def test_documents_with_keys_that_are_not_text_are_written_with_their_text() -> None:
+    text = json_text.document({"by_size": {2: "b", 10: "a"}, "t": (1, {3: None})})
+    assert json_text.loads(text) == {"by_size": {"10": "a", "2": "b"}, "t": [1, {"3": None}]}
