@@ -69,15 +69,14 @@ def nested_rows(key: str, columns: Mapping[str, Sequence[Any]], count: int) -> l
     quote, a backslash or a control character, takes the per-row way).
     """
     names = list(columns)
+    rows = zip(*columns.values(), strict=True) if names else ((),) * count
     if any(c in '"\\' or c < " " for name in (key, *names) for c in name):
-        rows = zip(*columns.values(), strict=True) if names else ((),) * count
         return [dumps({key: {n: v for n, v in zip(names, row, strict=True) if v is not None}}) for row in rows]
     fields = msgspec.defstruct(
         "Fields", [(f"f{n}", Any, None) for n in range(len(names))], omit_defaults=True,
         rename={f"f{n}": name for n, name in enumerate(names)},
     )  # fmt: skip
     outer = msgspec.defstruct("Nested", [("value", fields)], rename={"value": key})
-    rows = zip(*columns.values(), strict=True) if names else ((),) * count
     values = map(outer, starmap(fields, rows))
     return [text.decode() for text in map(_ENCODER.encode, values)]
 

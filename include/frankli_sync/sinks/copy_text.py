@@ -30,6 +30,8 @@ from sqlalchemy import Boolean, Integer
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
 
+from frankli_sync.text_columns import to_objects
+
 NULL = "\\N"
 # PostgreSQL text COPY: backslash first, so the escapes themselves are not escaped again.
 _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
@@ -116,8 +118,7 @@ def copied_rows(connection: Connection, query: Select[Any], names: Sequence[str]
         if pa.types.is_integer(column.type) and not column.null_count:
             frame[name] = column.to_numpy()
         else:
-            values = column.to_pandas(types_mapper=None).astype(object)
-            frame[name] = values.where(values.notna(), None)
+            frame[name] = to_objects(column, frame.index)
     return frame
 
 
