@@ -45,6 +45,7 @@ class SyncedTenant:
     workdir: Path
     tenant_extra: dict[str, Any] = field(default_factory=dict)
     runs: list[Any] = field(default_factory=list)
+    scim: Any = None  # the ScimTestServer of a SCIM target (None: a database target)
 
     @property
     def config_path(self) -> Path:
@@ -59,7 +60,11 @@ class SyncedTenant:
             "name": self.name,
             "schedule": None,
             "source": {"kind": "graph", "conn_id": f"msgraph_{self.name}"},
-            "target": {"kind": "database", "conn_id": f"frankli_{self.name}", "organisation": ORGANISATION},
+            "target": {
+                "kind": "scim" if self.scim else "database",
+                "conn_id": f"frankli_{self.name}",
+                "organisation": ORGANISATION,
+            },
             "scope": {"exclude_guests": True},
             **self.tenant_extra,
         }
@@ -150,15 +155,101 @@ class SyncedTenant:
         finally:
             engine.dispose()
 
+    def people(self) -> dict[str, dict[str, Any]]:
+        """Frankli's users as either target holds them, keyed by external id (or ``email:<address>``).
+
+        Fields by Frankli name: the text fields, role / department / site as names, the manager as
+        the manager's external id, and ``archived`` (True / False). The database and the SCIM
+        target answer alike, so one scenario test can check both.
+        """
+        from frankli_sync.transform import TEXT_FIELDS
+
+        if self.scim is not None:
+            return _scim_people(self.scim.users())
+        entities = {t: {r["id"]: r["name"] for r in self.table(t)} for t in ("roles", "departments", "sites")}
+        rows = self.table("users")
+        external = {r["id"]: r["external_id"] for r in rows}
+        people = {}
+        for r in rows:
+            person = {f: r[f] for f in TEXT_FIELDS if f != "start_date"}
+            person.update(
+                role=entities["roles"].get(r["role_id"]),
+                department=entities["departments"].get(r["department_id"]),
+                site=entities["sites"].get(r["site_id"]),
+                manager=external.get(r["manager_id"]),
+                archived=r["status"] == "archived",
+            )
+            people[r["external_id"] or f"email:{r['email']}"] = person
+        return people
+
+    def add_frankli_user(self, email: str, first_name: str, last_name: str) -> str:
+        """A user created in Frankli itself (by an admin, or by Entra's own provisioning): its id there."""
+        if self.scim is not None:
+            body = {"userName": email, "active": True, "name": {"givenName": first_name, "familyName": last_name},
+                    "emails": [{"value": email, "type": "work", "primary": True}]}  # fmt: skip
+            return self.scim.add_user(body)["id"]
+        return str(self.seed("users", [{"email": email, "first_name": first_name, "last_name": last_name}])[0])
+
+    def deactivate_in_frankli(self, external_id: str) -> None:
+        """A Frankli admin archives (deactivates) a synced user."""
+        if self.scim is not None:
+            user = next(u for u in self.scim.users().values() if u.get("externalId") == external_id)
+            self.scim.patch_user(user["id"], [{"op": "replace", "path": "active", "value": False}])
+            return
+        from datetime import UTC, datetime
+
+        from frankli_sync.sinks.schema import users
+        from sqlalchemy import update
+
+        self.execute(
+            update(users)
+            .where(users.c.external_id == external_id)
+            .values(status="archived", archived_by="admin", archived_at=datetime.now(UTC))
+        )
+
     def audit(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        rows = self.table("sync_audit")
+        rows = self.ledger_table("sync_audit") if self.scim is not None else self.table("sync_audit")
         return [r for r in rows if run_id is None or r["run_id"] == run_id]
+
+    def ledger_table(self, name: str) -> list[dict[str, Any]]:
+        """A table of the SCIM target's ledger (the staging database)."""
+        from frankli_sync.sinks.schema import metadata
+
+        table = metadata.tables[name]
+        engine = create_engine(f"sqlite:///{self.workdir / 'staging.db'}")
+        try:
+            with engine.connect() as connection:
+                if not inspect(connection).has_table(name):
+                    return []
+                return [dict(r) for r in connection.execute(select(table).order_by(table.c.id)).mappings()]
+        finally:
+            engine.dispose()
 
     def report(self, run_index: int = -1) -> dict[str, Any]:
         from frankli_sync.report import run_directory
 
         run_id = self.runs[run_index].run_id
         return json.loads((run_directory(self.reports_dir, self.name, run_id) / "report.json").read_text())
+
+
+def _scim_people(resources: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    from frankli_sync.sinks.scim_users import user_row
+    from frankli_sync.transform import TEXT_FIELDS
+
+    rows = [user_row(r, {}) for r in resources.values()]
+    external = {r["id"]: r["external_id"] for r in rows}
+    people = {}
+    for r in rows:
+        person = {f: r[f] for f in TEXT_FIELDS if f != "start_date"}
+        person.update(
+            role=r["role_id"],
+            department=r["department_id"],
+            site=r["site_id"],
+            manager=external.get(r["manager_id"]),
+            archived=r["status"] == "archived",
+        )
+        people[r["external_id"] or f"email:{r['email']}"] = person
+    return people
 
 
 @pytest.fixture
@@ -179,8 +270,9 @@ def frankli_url(request: pytest.FixtureRequest) -> str | None:
 def make_tenant(
     airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., SyncedTenant]]:
-    """Factory: `make_tenant(users=300, seed=7, frankli_url=None, **tenant_config)`."""
+    """Factory: `make_tenant(users=300, seed=7, frankli_url=None, target="database"|"scim", **tenant_config)`."""
     started: list[GraphEmulator] = []
+    servers: list[Any] = []
 
     def make(
         users: int = 300,
@@ -188,6 +280,7 @@ def make_tenant(
         frankli_url: str | None = None,
         name: str = "acme",
         entra_tenant_id: str = "test-tenant",
+        target: str = "database",
         **tenant_extra: Any,
     ) -> SyncedTenant:
         workdir = tmp_path / name
@@ -207,10 +300,18 @@ def make_tenant(
             },
         }
         monkeypatch.setenv(f"AIRFLOW_CONN_MSGRAPH_{name.upper()}", json.dumps(msgraph))
-        monkeypatch.setenv(
-            f"AIRFLOW_CONN_FRANKLI_{name.upper()}",
-            json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": url}}),
-        )
+        scim = None
+        if target == "scim":
+            from scim_test_server import ScimTestServer
+
+            scim = ScimTestServer().start()
+            servers.append(scim)
+            monkeypatch.setenv(f"AIRFLOW_CONN_FRANKLI_{name.upper()}", json.dumps(scim.connection()))
+        else:
+            monkeypatch.setenv(
+                f"AIRFLOW_CONN_FRANKLI_{name.upper()}",
+                json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": url}}),
+            )
         monkeypatch.setenv(
             f"AIRFLOW_CONN_STAGING_{name.upper()}",
             json.dumps({"conn_type": "generic", "extra": {"sqlalchemy_url": f"sqlite:///{workdir / 'staging.db'}"}}),
@@ -222,6 +323,7 @@ def make_tenant(
             frankli_url=url,
             workdir=workdir,
             tenant_extra=tenant_extra,
+            scim=scim,
         )
         tenant.write_config()
         monkeypatch.setenv("FRANKLI_SYNC_CONFIG", str(tenant.config_path))
@@ -230,6 +332,8 @@ def make_tenant(
     yield make
     for emulator in started:
         emulator.stop()
+    for server in servers:
+        server.stop()
 
 
 def valid_leaves(directory: Tenant) -> list[str]:

@@ -56,6 +56,9 @@ FIXED_SOURCES = {"manager": "manager"}
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
 SOURCE_KINDS = ("graph", "csv")
 TARGET_KINDS = ("database", "scim")
+# Frankli fields the SCIM API has no attribute for: a SCIM tenant does not sync them (README, rules table).
+SCIM_UNWRITABLE = ("start_date",)
+SCIM_SETTINGS = ("concurrency", "page_size", "max_failure_share", "max_retry_after_seconds", "max_retry_seconds")
 DEFAULT_REPORT_RETENTION_DAYS = 90
 DEFAULT_SCHEDULE = "@daily"
 # A tenant list is a few KiB; anything past this is refused before it is read.
@@ -176,9 +179,23 @@ class SourceSettings:
 
 @dataclass(frozen=True)
 class TargetSettings:
+    """Where the sync writes. The SCIM-only settings (a database target refuses them):
+
+    - ``concurrency`` (1-64): SCIM requests in flight at once;
+    - ``page_size`` (>= 1): users per page of the ``GET /Users`` listing (the server may cap it lower);
+    - ``max_failure_share`` (0-1): the share of one load's user writes the API may refuse before the
+      task fails (below it, each refused user is audited and reported, and the next run tries again);
+    - ``max_retry_after_seconds`` / ``max_retry_seconds``: as a Graph source's (same defaults, same caps).
+    """
+
     kind: str
     conn_id: str
     organisation: str
+    concurrency: int = 8
+    page_size: int = 500
+    max_failure_share: float = 0.02
+    max_retry_after_seconds: int = 300
+    max_retry_seconds: int = 1800
 
 
 @dataclass(frozen=True)
@@ -434,13 +451,16 @@ def _tenant(raw: Any, where: str, base_dir: Path = Path()) -> TenantConfig:
     known = {"name", "schedule", "source", "target", "scope", "mapping", "thresholds", "validation", "notify"}
     _no_unknown_keys(data, known, where)
     thresholds = _thresholds(data.get("thresholds", {}), f"{where}.thresholds")
+    target = _target(data.get("target"), f"{where}.target")
     return TenantConfig(
         name=_str(data.get("name"), f"{where}.name"),
         schedule=_schedule(data.get("schedule", DEFAULT_SCHEDULE), f"{where}.schedule"),
         source=_source(data.get("source"), f"{where}.source", base_dir),
-        target=_target(data.get("target"), f"{where}.target"),
+        target=target,
         scope=_scope(data.get("scope", {}), f"{where}.scope"),
-        mapping=_mapping_settings(data.get("mapping", {}), f"{where}.mapping"),
+        mapping=_scim_mapping(
+            _mapping_settings(data.get("mapping", {}), f"{where}.mapping"), data.get("mapping"), target, where
+        ),
         thresholds=thresholds,
         validation=_validation(data.get("validation", {}), f"{where}.validation"),
         notify=_notify(data.get("notify"), f"{where}.notify", thresholds),
@@ -495,7 +515,7 @@ def _source(raw: Any, where: str, base_dir: Path = Path()) -> SourceSettings:
     )
 
 
-def _retry_limits(data: dict[str, Any], defaults: SourceSettings, where: str) -> dict[str, int]:
+def _retry_limits(data: dict[str, Any], defaults: SourceSettings | TargetSettings, where: str) -> dict[str, int]:
     after = _int_at_least(
         data.get("max_retry_after_seconds", defaults.max_retry_after_seconds), 1, f"{where}.max_retry_after_seconds"
     )
@@ -503,7 +523,7 @@ def _retry_limits(data: dict[str, Any], defaults: SourceSettings, where: str) ->
     if after > total:
         raise ConfigError(
             f"{where}.max_retry_after_seconds: {after} is more than max_retry_seconds ({total}), "
-            "the total time an extract may wait"
+            "the total time one extract or load may wait"
         )
     return {"max_retry_after_seconds": after, "max_retry_seconds": total}
 
@@ -518,15 +538,44 @@ def _count_tolerance(data: dict[str, Any], defaults: SourceSettings, where: str)
 
 def _target(raw: Any, where: str) -> TargetSettings:
     data = _mapping(raw, where)
-    _no_unknown_keys(data, {"kind", "conn_id", "organisation"}, where)
     kind = _choice(data.get("kind", "database"), TARGET_KINDS, f"{where}.kind")
-    if kind == "scim":  # part of the contract, not built yet: refuse loudly rather than sync nowhere
-        raise ConfigError(f"{where}.kind: 'scim' (the Frankli SCIM API) is not implemented yet; use 'database'")
+    _no_unknown_keys(data, {"kind", "conn_id", "organisation", *(SCIM_SETTINGS if kind == "scim" else ())}, where)
+    common = {
+        "kind": kind,
+        "conn_id": _str(data.get("conn_id"), f"{where}.conn_id"),
+        "organisation": _str(data.get("organisation"), f"{where}.organisation"),
+    }
+    if kind != "scim":
+        return TargetSettings(**common)
+    defaults = TargetSettings(**common)
+    concurrency = _int_at_least(data.get("concurrency", defaults.concurrency), 1, f"{where}.concurrency")
+    if concurrency > 64:
+        raise ConfigError(f"{where}.concurrency: {concurrency} requests at once is more than 64; lower it")
     return TargetSettings(
-        kind=kind,
-        conn_id=_str(data.get("conn_id"), f"{where}.conn_id"),
-        organisation=_str(data.get("organisation"), f"{where}.organisation"),
+        **common,
+        concurrency=concurrency,
+        page_size=_int_at_least(data.get("page_size", defaults.page_size), 1, f"{where}.page_size"),
+        max_failure_share=_share(
+            data.get("max_failure_share", defaults.max_failure_share), f"{where}.max_failure_share"
+        ),
+        **_retry_limits(data, defaults, where),
     )
+
+
+def _scim_mapping(
+    mapping: dict[str, FieldMapping], raw: Any, target: TargetSettings, where: str
+) -> dict[str, FieldMapping]:
+    """A SCIM tenant's mapping without the fields SCIM cannot hold; naming one of them is an error."""
+    if target.kind != "scim":
+        return mapping
+    named = set(raw or {}) if isinstance(raw, dict) else set()
+    for name in SCIM_UNWRITABLE:
+        if name in named:
+            raise ConfigError(
+                f"{where}.mapping.{name}: Frankli's SCIM API has no attribute for {name}, so a SCIM target "
+                f"cannot sync it; remove mapping.{name} (or use a database target)"
+            )
+    return {name: rule for name, rule in mapping.items() if name not in SCIM_UNWRITABLE}
 
 
 def _scope(raw: Any, where: str) -> ScopeSettings:

@@ -103,3 +103,37 @@ def staging_engine(conn_id: str | None) -> Engine:
     home = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
     home.mkdir(parents=True, exist_ok=True)
     return make_engine(f"sqlite:///{home / STAGING_FILE}")
+
+
+def scim_endpoint(conn_id: str) -> tuple[str, str]:
+    """The SCIM base URL (`host`, scheme included) and bearer token (`password`) of a SCIM target's connection.
+
+    The token is returned to be sent, never logged: messages name the connection and its fields only.
+    """
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    example = '{"conn_type": "http", "host": "https://frankli.example/scim/v2", "password": "<token>"}'
+    try:
+        connection = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException as error:
+        raise ConnectionSettingError(
+            f"Airflow connection {conn_id!r} (target.conn_id of a SCIM target) does not exist. Add it as the "
+            f"environment variable AIRFLOW_CONN_{conn_id.upper()} ({example}) or under Admin > Connections, "
+            "with host = the SCIM base URL Frankli shows and password = its token."
+        ) from error
+    host = (connection.host or "").strip().rstrip("/")
+    if connection.port and host.count(":") < 2:  # a URI-form connection splits the port off the host
+        scheme, _, rest = host.partition("://")
+        head, slash, path = rest.partition("/")
+        host = f"{scheme}://{head}:{connection.port}{slash}{path}"
+    if not host.startswith(("https://", "http://")):
+        raise ConnectionSettingError(
+            f"connection {conn_id!r}: host must be the SCIM base URL with its scheme (https://…/scim/v2), "
+            f"got {host or 'nothing'!r}: set it as in {example}"
+        )
+    if not connection.password:
+        raise ConnectionSettingError(
+            f"connection {conn_id!r}: password must hold the SCIM bearer token Frankli gave (it is empty)"
+        )
+    return host, connection.password

@@ -142,7 +142,7 @@ class RunContext:
 
     @cached_property
     def sink(self) -> FrankliSink:
-        return open_sink(self.tenant.target)
+        return open_sink(self.tenant.target, self.staging.engine)
 
     @contextmanager
     def frankli(self, owned: bool = True) -> Iterator[FrankliSession]:

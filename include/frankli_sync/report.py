@@ -423,8 +423,8 @@ snapshot leaves the Frankli manager as it was; any other problem leaves the user
 {% endblock %}
 """
 
-ACTION_KINDS = ("entity_create", "create", "update", "link", "restore", "archive", "conflict", "quarantine")
-AUDITED_ACTIONS = ("create", "update", "link", "restore", "archive", "quarantine")  # sync_audit.action
+ACTION_KINDS = ("entity_create", "create", "update", "link", "restore", "archive", "conflict", "quarantine", "failed")
+AUDITED_ACTIONS = ("create", "update", "link", "restore", "archive", "quarantine", "failed")  # sync_audit.action
 _ENV = template_environment({"run.html": RUN_PAGE, "changes_macros.html": CHANGES_MACROS})
 
 

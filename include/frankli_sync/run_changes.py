@@ -35,7 +35,7 @@ CHANGE_COLUMNS = ("action", "user_principal_name", "name", "object_id", "details
 QUARANTINE_COLUMNS = ("user_principal_name", "object_id", "expectation", "column", "value", "entra_url")
 # What changed in Frankli. The quarantine (re-audited every run while a user stays invalid) is not a change:
 # quarantine.csv and the run page list it, with each failed rule.
-ACTIONS = ("create", "update", "link", "restore", "archive")
+ACTIONS = ("create", "update", "link", "restore", "archive", "failed")  # failed: a write a SCIM target refused
 ENTRA_USER_URL = (
     "https://entra.microsoft.com/#view/Microsoft_AAD_UsersAndTenants/UserProfileMenuBlade/~/overview/userId/"
 )
@@ -187,6 +187,10 @@ def describe(action: str, details: Mapping[str, Any], people: Mapping[str, Perso
         return f"linked by {details.get('kind')}" + (f" (was object id {old})" if old else "")
     if action == "quarantine":
         return "; ".join(_reason(r) for r in details.get("reasons") or [])
+    if action == "failed":
+        status = f"HTTP {details.get('status')}" if details.get("status") else "no SCIM answer"
+        refused = f"{details.get('action')} refused by Frankli's SCIM API ({status}): {details.get('detail')}"
+        return f"{refused}; the next run tries again"
     return json.dumps(details, default=str, ensure_ascii=False, sort_keys=True) if details else ""
 
 

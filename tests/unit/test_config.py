@@ -375,18 +375,34 @@ def test_tenant_entry_must_be_a_mapping() -> None:
     fails_naming({"tenants": ["contoso"]}, "tenants[0]")
 
 
-def test_scim_target_is_refused_until_it_exists() -> None:
-    raw = {
+def _scim_tenant(**target: Any) -> dict[str, Any]:
+    return {
         "tenants": [
             {
                 "name": "contoso",
                 "source": {"kind": "graph", "conn_id": "g"},
-                "target": {"kind": "scim", "conn_id": "s", "organisation": "Contoso"},
+                "target": {"kind": "scim", "conn_id": "s", "organisation": "Contoso", **target},
             }
         ]
     }
-    message = fails_naming(raw, "tenants[0].target.kind")
-    assert re.search(r"'scim'.*not implemented", message)
+
+
+def test_scim_target_takes_its_settings_and_drops_what_scim_cannot_hold() -> None:
+    tenant = parse_config(_scim_tenant(concurrency=4, max_failure_share=0.1)).tenant("contoso")
+    assert (tenant.target.kind, tenant.target.concurrency, tenant.target.max_failure_share) == ("scim", 4, 0.1)
+    assert tenant.target.max_retry_after_seconds == 300  # Graph's cap
+    assert "start_date" not in tenant.mapping and "department" in tenant.mapping
+
+
+def test_scim_target_refuses_a_mapped_start_date_and_wild_settings() -> None:
+    raw = _scim_tenant()
+    raw["tenants"][0]["mapping"] = {"start_date": {"from": "employeeHireDate"}}
+    assert "SCIM API has no attribute for start_date" in fails_naming(raw, "tenants[0].mapping.start_date")
+    fails_naming(_scim_tenant(concurrency=0), "tenants[0].target.concurrency")
+    fails_naming(_scim_tenant(concurrency=65), "tenants[0].target.concurrency")
+    database = _scim_tenant(concurrency=4)
+    database["tenants"][0]["target"]["kind"] = "database"
+    fails_naming(database, "tenants[0].target")  # SCIM settings mean nothing to a database
 
 
 def test_csv_source_path_is_relative_to_the_config_file(tmp_path) -> None:

@@ -100,22 +100,29 @@ def organisation_transaction(
     with engine.begin() as connection:
         _lock_organisation(connection, organisation)
         create_schema(connection)
-        row = connection.execute(
-            select(organisations.c.id, organisations.c.source).where(organisations.c.name == organisation)
-        ).first()
-        if row is None:
-            org_id = connection.execute(
-                insert(organisations).values(name=organisation, source=source)
-            ).inserted_primary_key[0]
-            recorded = source
-        else:
-            org_id, recorded = row
-        connection.execute(select(organisations.c.id).where(organisations.c.id == org_id).with_for_update())
-        if source is not None and recorded is None:
-            connection.execute(update(organisations).where(organisations.c.id == org_id).values(source=source))
-        elif source is not None and recorded != source:
-            raise OrganisationOwnedElsewhere(organisation, recorded, source)
-        yield connection, int(org_id)
+        yield connection, claim_organisation(connection, organisation, source)
+
+
+def claim_organisation(connection: Connection, organisation: str, source: str | None) -> int:
+    """The organisation's id, its row locked; created, or claimed by `source` when it records none.
+
+    Raises `OrganisationOwnedElsewhere` when it records another source (None: not checked).
+    """
+    row = connection.execute(
+        select(organisations.c.id, organisations.c.source).where(organisations.c.name == organisation)
+    ).first()
+    if row is None:
+        created = connection.execute(insert(organisations).values(name=organisation, source=source))
+        org_id = created.inserted_primary_key[0]
+        recorded = source
+    else:
+        org_id, recorded = row
+    connection.execute(select(organisations.c.id).where(organisations.c.id == org_id).with_for_update())
+    if source is not None and recorded is None:
+        connection.execute(update(organisations).where(organisations.c.id == org_id).values(source=source))
+    elif source is not None and recorded != source:
+        raise OrganisationOwnedElsewhere(organisation, recorded, source)
+    return int(org_id)
 
 
 def _lock_organisation(connection: Connection, organisation: str) -> None:
@@ -314,9 +321,9 @@ def apply_upserts(
         ]
 
     _set_managers(connection, plan, known, now)
-    audit += _new_quarantines(connection, org_id, run_id, quarantined)
+    audit += new_quarantines(connection, org_id, run_id, quarantined)
     linked = sum(1 for entry in audit if entry.action == "link")  # links first, then creates, as applied
-    _write_audit(connection, org_id, run_id, now, audit[:linked], created, audit[linked:])
+    write_audit(connection, org_id, run_id, now, audit[:linked], created, audit[linked:])
     if len(plan.creates) >= ANALYZE_AFTER_CREATES:
         refresh_statistics(connection, (users, sync_audit))
     return {**_count(audit), **({"create": len(created)} if created else {})}
@@ -352,7 +359,7 @@ def apply_archives(connection: Connection, org_id: int, archives: pd.DataFrame, 
         AuditEntry(r["external_id"], r["email"], "archive", {"reason": r["reason"], "status_before": r["status"]})
         for r in records
     ]
-    _write_audit(connection, org_id, run_id, now, entries)
+    write_audit(connection, org_id, run_id, now, entries)
     return len(records)
 
 
@@ -661,7 +668,7 @@ def _reserve_user_ids(connection: Connection, count: int) -> list[int]:
     return list(range(int(largest) + 1, int(largest) + count + 1))
 
 
-def _new_quarantines(
+def new_quarantines(
     connection: Connection, org_id: int, run_id: str, quarantined: Iterable[AuditEntry]
 ) -> list[AuditEntry]:
     """Quarantine entries not yet audited for this run (a cleared task must not duplicate them)."""
@@ -677,7 +684,7 @@ def _new_quarantines(
     return [q for q in quarantined if _audit_identity(q) not in done]
 
 
-def _write_audit(
+def write_audit(
     connection: Connection, org_id: int, run_id: str, now: datetime, *parts: list[AuditEntry] | AuditColumns | None
 ) -> None:
     """One bulk insert of the audit rows of `parts`, in their order (entries, or rows already as columns)."""

@@ -109,7 +109,7 @@ sync_audit = Table(
     Index("ix_sync_audit_run", "organisation_id", "run_id"),
 )
 
-AUDIT_ACTIONS = ("create", "update", "archive", "restore", "link", "quarantine")
+AUDIT_ACTIONS = ("create", "update", "archive", "restore", "link", "quarantine", "failed")  # failed: SCIM only
 USER_STATUSES = ("uninvited", "invited", "active", "archived")
 
 

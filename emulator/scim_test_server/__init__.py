@@ -1,0 +1,193 @@
+"""A real, independent SCIM 2.0 server for tests and benchmarks: `scim2-server` over HTTP on localhost.
+
+`ScimTestServer` serves scim2-server's ASGI application with its in-memory storage through
+uvicorn in a background thread. A thin ASGI layer in front of it checks the bearer token, logs
+every request (method, path, status) and can answer the next requests with 429 + Retry-After,
+so tests see what the sink really sent and how it behaves when throttled.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+TOKEN = "scim-test-token"  # noqa: S105 - a test server's token
+
+
+@dataclass
+class Throttle:
+    remaining: int = 0
+    retry_after: str = "0"
+    methods: frozenset[str] = frozenset()  # empty: every method
+
+
+@dataclass
+class _Front:
+    """The ASGI layer in front of scim2-server: auth, request log, throttling."""
+
+    app: Any
+    token: str
+    log: list[tuple[str, str, int]] = field(default_factory=list)
+    throttle: Throttle = field(default_factory=Throttle)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        headers = dict(scope["headers"])
+        if headers.get(b"authorization", b"").decode() != f"Bearer {self.token}":
+            await self._answer(send, 401, {"status": "401", "detail": "bad token"}, method, path)
+            return
+        with self.lock:
+            throttled = self.throttle.remaining > 0 and (not self.throttle.methods or method in self.throttle.methods)
+            if throttled:
+                self.throttle.remaining -= 1
+        if throttled:
+            await self._answer(
+                send,
+                429,
+                {"status": "429", "detail": "slow down"},
+                method,
+                path,
+                [(b"retry-after", self.throttle.retry_after.encode())],
+            )
+            return
+        status: list[int] = []
+
+        async def logged_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, logged_send)
+        if b"x-test-client" not in headers:  # the test's own reads and seeds are not the sink's requests
+            with self.lock:
+                self.log.append((method, path, status[0] if status else 0))
+
+    async def _answer(
+        self,
+        send: Any,
+        status: int,
+        body: dict[str, Any],
+        method: str,
+        path: str,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        payload = json.dumps({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], **body}).encode()
+        headers = [(b"content-type", b"application/scim+json"), *(extra or [])]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        with self.lock:
+            self.log.append((method, path, status))
+
+
+class ScimTestServer:
+    """scim2-server with in-memory storage on 127.0.0.1 (a free port); `base_url` ends in /v2."""
+
+    def __init__(self, token: str = TOKEN) -> None:
+        from scim2_server.applications.asgi import ASGIApplication
+        from scim2_server.memory import AsyncInMemoryStorage
+        from scim2_server.utils import load_default_provider
+
+        self.token = token
+        self.front = _Front(ASGIApplication(AsyncInMemoryStorage(), load_default_provider()), token)
+        self.port = 0
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v2"
+
+    def start(self) -> ScimTestServer:
+        import uvicorn
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        config = uvicorn.Config(
+            self.front, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, lifespan="off"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="scim-test-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the SCIM test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> ScimTestServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- what tests look at and do ---------------------------------------------------------------
+
+    def connection(self) -> dict[str, Any]:
+        """The Airflow connection of this server, as DESIGN §4 gives it (host = base URL, password = token)."""
+        return {"conn_type": "http", "host": self.base_url, "password": self.token}
+
+    @property
+    def requests(self) -> list[tuple[str, str, int]]:
+        with self.front.lock:
+            return list(self.front.log)
+
+    def counts(self, since: int = 0) -> Counter[str]:
+        return Counter(method for method, _, _ in self.requests[since:])
+
+    def throttle(self, count: int, retry_after: str = "0", methods: tuple[str, ...] = ()) -> None:
+        """Answer the next `count` requests (of these methods) with 429 and this Retry-After."""
+        with self.front.lock:
+            self.front.throttle = Throttle(count, retry_after, frozenset(methods))
+
+    def _client(self) -> Any:
+        import httpx2
+
+        headers = {"Authorization": f"Bearer {self.token}", "X-Test-Client": "1"}
+        return httpx2.Client(base_url=self.base_url + "/", headers=headers)
+
+    def users(self) -> dict[str, dict[str, Any]]:
+        """Every user, keyed by userName (read over HTTP like any client; the test's requests are not logged)."""
+        found: dict[str, dict[str, Any]] = {}
+        with self._client() as client:
+            start = 1
+            while True:
+                body = client.get("Users", params={"startIndex": start, "count": 1000}).json()
+                page = body.get("Resources") or []
+                found.update({u["userName"]: u for u in page})
+                start += len(page)
+                if not page or start > body["totalResults"]:
+                    break
+        return found
+
+    def add_user(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a user as Frankli's own UI (or Entra's provisioning) would."""
+        with self._client() as client:
+            response = client.post("Users", json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], **body})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def patch_user(self, user_id: str, operations: list[dict[str, Any]]) -> None:
+        """An admin's edit in Frankli."""
+        with self._client() as client:
+            response = client.patch(
+                f"Users/{user_id}",
+                json={"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations},
+            )
+        assert response.status_code in (200, 204), response.text

@@ -1,0 +1,288 @@
+"""Frankli's SCIM 2.0 API over HTTP: a listing proven complete, and writes validated by `scim2-models`.
+
+`ScimEndpoint` sends every request through `scim2-client` (httpx2), retrying throttling (429,
+honouring ``Retry-After`` up to the same cap as Graph's, `RetryPolicy.max_retry_after`), 5xx and
+dropped connections with backoff, within one retry budget for the whole load. A ``Retry-After``
+beyond the cap, or a budget spent, stops the load (`ScimThrottled`) instead of holding a worker for
+hours; 401/403 stop it at once (`ScimAccessError`): the token is wrong, retrying cannot help. Other
+answers to a write are that user's failure (`WriteFailure`), for the sink to audit.
+
+The bearer token travels in the Authorization header only; messages name the connection, never it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from frankli_sync.errors import SyncStopped
+from frankli_sync.sources.graph import RetryPolicy, retry_after_seconds
+
+log = logging.getLogger(__name__)
+
+RETRIED = frozenset({429, 500, 502, 503, 504})
+RETRY_AFTER_SETTING = "target.max_retry_after_seconds"
+RETRY_BUDGET_SETTING = "target.max_retry_seconds"
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class ScimThrottled(SyncStopped):
+    """Frankli's SCIM API asked to wait longer than the sync may."""
+
+
+class ScimAccessError(SyncStopped):
+    """The SCIM API refused the token (401/403), or the connection is not a SCIM endpoint."""
+
+
+class ScimListingIncomplete(RuntimeError):
+    """The listing of users did not add up to the total the server reported: nothing may be planned on it."""
+
+
+@dataclass(frozen=True)
+class WriteFailure:
+    """A write the server refused (or answered with something that is not SCIM)."""
+
+    status: int | None
+    detail: str
+
+
+class ScimEndpoint:
+    """One SCIM endpoint for one session: a pooled HTTP client, request counts per method, retries."""
+
+    def __init__(
+        self, conn_id: str, base_url: str, token: str, retry: RetryPolicy, concurrency: int, timeout: float = 60
+    ) -> None:
+        import httpx2
+
+        logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per request would bury the task log
+        self.conn_id, self.base_url, self.retry, self.concurrency = conn_id, base_url, retry, concurrency
+        self.http = httpx2.Client(
+            base_url=base_url + "/",
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/scim+json"},
+            timeout=timeout,
+            limits=httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )
+        self.client = _retrying_client(self)
+        self.requests: Counter[str] = Counter()  # method -> requests sent (retries included)
+        self.retries = 0
+        self.waited = 0.0
+        self._lock = threading.Lock()
+        self._user_model: Any = None
+
+    def close(self) -> None:
+        self.http.close()
+
+    # --- discovery and reading ----------------------------------------------------------------
+
+    def user_model(self) -> Any:
+        """The server's User model (core + the extensions it declares), from its /Schemas and /ResourceTypes."""
+        if self._user_model is None:
+            self.client.discover()
+            model = self.client.get_resource_model("User")
+            if model is None:
+                raise ScimAccessError(
+                    f"connection {self.conn_id!r}: the server at {self.base_url} declares no User resource type "
+                    "(GET /ResourceTypes): host must be Frankli's SCIM base URL"
+                )
+            self._user_model = model
+        return self._user_model
+
+    def page_limit(self) -> int:
+        config = self.client.provider.config
+        limit = getattr(getattr(config, "filter", None), "max_results", None)
+        return int(limit) if limit else 100
+
+    def list_users(self, page_size: int) -> list[dict[str, Any]]:
+        """Every user, paged with startIndex/count (RFC 7644 §3.4.2.4), proven complete.
+
+        The listing is complete when the distinct ids read equal the `totalResults` every page
+        reported; a total that moves, a page that comes back empty early or an id seen twice (an
+        offset shifted by a concurrent write) raise `ScimListingIncomplete`.
+        """
+        self.user_model()
+        count = max(1, min(page_size, self.page_limit()))
+        users: dict[str, dict[str, Any]] = {}
+        start, total = 1, None
+        while total is None or start <= total:
+            response = self.client.request("GET", "Users", params={"startIndex": start, "count": count})
+            body = self._json(response, "GET Users")
+            page = [r for r in body.get("Resources") or [] if isinstance(r, dict)]
+            reported = int(body.get("totalResults", 0))
+            if total is not None and reported != total:
+                raise ScimListingIncomplete(self._incomplete(f"the total moved from {total} to {reported}"))
+            total = reported
+            if not page and start <= total:
+                raise ScimListingIncomplete(self._incomplete(f"page at {start} came back empty of {total}"))
+            for resource in page:
+                if resource.get("id") in users:
+                    raise ScimListingIncomplete(self._incomplete(f"user {resource.get('id')} was listed twice"))
+                users[str(resource.get("id"))] = resource
+            start += len(page)
+        if len(users) != total:
+            raise ScimListingIncomplete(self._incomplete(f"{len(users)} users read of {total}"))
+        return list(users.values())
+
+    def _incomplete(self, why: str) -> str:
+        return (
+            f"connection {self.conn_id!r}: the listing of Frankli's SCIM users is not complete ({why}), so "
+            "nothing is planned on it; the task's retry reads it again. Users changing in Frankli during the "
+            "read (an admin, or another writer on the same endpoint) cause this."
+        )
+
+    def _json(self, response: Any, what: str) -> dict[str, Any]:
+        if response.status_code in (401, 403):
+            raise ScimAccessError(self._refused(response.status_code, what))
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict):
+            raise RuntimeError(
+                f"connection {self.conn_id!r}: {what} answered HTTP {response.status_code}, not a SCIM "
+                f"ListResponse ({_error_detail(body)}); the task's retry reads again"
+            )
+        return body
+
+    def _refused(self, status: int, what: str) -> str:
+        return (
+            f"Frankli's SCIM API answered HTTP {status} to {what} on connection {self.conn_id!r}: the bearer token "
+            "(the connection's password) is wrong, expired or lacks the rights. Generate a new token in Frankli's "
+            "SCIM settings and store it in the connection; nothing more was written."
+        )
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def create(self, body: Mapping[str, Any]) -> dict[str, Any] | WriteFailure:
+        """POST /Users with a body `scim2-models` validated first; the created user, or the failure."""
+        from scim2_models import Error
+
+        model = self.user_model()
+        resource = model.model_validate(dict(body))  # a body the models reject never leaves
+        result = self.client.create(
+            resource, check_response_payload=False, raise_scim_errors=False, expected_status_codes=None
+        )
+        if isinstance(result, Error):
+            return WriteFailure(result.status, result.detail or str(result.scim_type or "error"))
+        if not isinstance(result, dict) or "id" not in result:
+            return WriteFailure(None, f"the server answered no user: {_error_detail(result)}")
+        if result.get("status") and "schemas" in result and not result.get("userName"):
+            return WriteFailure(_int(result.get("status")), _error_detail(result))
+        return result
+
+    def patch(self, user_id: str, operations: list[dict[str, Any]]) -> WriteFailure | None:
+        """PATCH /Users/{id} with operations `scim2-models` validated first; None when applied."""
+        from scim2_models import Error, PatchOp
+
+        model = self.user_model()
+        patch = PatchOp[model].model_validate({"schemas": [PATCH_SCHEMA], "Operations": operations})
+        result = self.client.modify(
+            model, user_id, patch, check_response_payload=False, raise_scim_errors=False, expected_status_codes=None
+        )
+        if isinstance(result, Error):
+            return WriteFailure(result.status, result.detail or str(result.scim_type or "error"))
+        if isinstance(result, dict) and "Error" in " ".join(result.get("schemas") or []):
+            return WriteFailure(_int(result.get("status")), _error_detail(result))
+        return None
+
+    def each(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """`work` over `items` with at most `concurrency` requests in flight; results in `items`' order."""
+        items = list(items)
+        if len(items) <= 1 or self.concurrency == 1:
+            return [work(item) for item in items]
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="scim") as pool:
+            return list(pool.map(work, items))
+
+    # --- retries ----------------------------------------------------------------------------------
+
+    def send(self, method: str, url: str, send: Callable[[], Any]) -> Any:
+        """One request with the retry policy: `send` is called again after throttling, 5xx or a dropped link."""
+        from scim2_client.errors import RequestNetworkException
+
+        attempt = 1
+        while True:
+            with self._lock:
+                self.requests[method] += 1
+            try:
+                response = send()
+            except RequestNetworkException as error:
+                if attempt >= self.retry.max_attempts:
+                    raise
+                self._wait(attempt, None, f"a dropped connection ({error})", method, url)
+            else:
+                if response.status_code in (401, 403):
+                    raise ScimAccessError(self._refused(response.status_code, f"{method} {_path(url)}"))
+                if response.status_code not in RETRIED or attempt >= self.retry.max_attempts:
+                    return response
+                why = "429 Too Many Requests" if response.status_code == 429 else f"HTTP {response.status_code}"
+                self._wait(attempt, response.headers.get("retry-after"), why, method, url)
+            attempt += 1
+
+    def _wait(self, attempt: int, retry_after: str | None, why: str, method: str, url: str) -> None:
+        raw = (retry_after or "").strip()
+        asked = retry_after_seconds(retry_after)
+        target = f"{method} {_path(url)} on connection {self.conn_id!r}"
+        if asked is not None and asked > self.retry.max_retry_after:
+            raise ScimThrottled(
+                f"Frankli's SCIM API answered {why} with Retry-After: {raw} (about {asked:.0f} s) to {target}; "
+                f"that is longer than {RETRY_AFTER_SETTING} ({self.retry.max_retry_after:g} s), so the load stops "
+                "instead of sleeping. What was written before is applied and audited; the next run continues "
+                f"from Frankli's state. To wait longer, raise {RETRY_AFTER_SETTING}."
+            )
+        delay = (
+            asked
+            if asked is not None
+            else random.uniform(0, min(self.retry.max_delay, self.retry.base_delay * 2 ** (attempt - 1)))
+        )
+        with self._lock:
+            if self.waited + delay > self.retry.max_total_wait:
+                raise ScimThrottled(
+                    f"Frankli's SCIM API answered {why} to {target}; waiting {delay:.1f} s more would take this "
+                    f"load's retry waits past {RETRY_BUDGET_SETTING} ({self.retry.max_total_wait:g} s), so it "
+                    "stops. What was written before is applied and audited; the next run continues from "
+                    f"Frankli's state. To allow longer, raise {RETRY_BUDGET_SETTING}."
+                )
+            self.retries += 1
+            self.waited += delay
+        log.warning("SCIM %s on %s; retry %d in %.1f s", why, _path(url), attempt, delay)
+        time.sleep(delay)
+
+
+PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+def _retrying_client(endpoint: ScimEndpoint) -> Any:
+    """scim2-client's httpx2 client, its every request sent through `endpoint.send` (retries, counts)."""
+    from scim2_client.engines.httpx2 import SyncSCIMClient
+
+    class RetryingClient(SyncSCIMClient):
+        def request(self, method: str, url: str, **kwargs: Any) -> Any:
+            parent = super().request
+            return endpoint.send(method, url, lambda: parent(method, url, **kwargs))
+
+    return RetryingClient(endpoint.http)
+
+
+def _path(url: str) -> str:
+    return urlsplit(str(url)).path or str(url)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_detail(body: Any) -> str:
+    if isinstance(body, dict):
+        return str(body.get("detail") or body.get("scimType") or body)[:300]
+    return str(body)[:300]
