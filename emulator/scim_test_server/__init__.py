@@ -26,14 +26,25 @@ class Throttle:
     methods: frozenset[str] = frozenset()  # empty: every method
 
 
+@dataclass(frozen=True)
+class Request:
+    """A request the server answered: what was asked, the JSON body sent (writes), the status returned."""
+
+    method: str
+    path: str
+    status: int
+    body: Any = None
+
+
 @dataclass
 class _Front:
     """The ASGI layer in front of scim2-server: auth, request log, throttling."""
 
     app: Any
     token: str
-    log: list[tuple[str, str, int]] = field(default_factory=list)
+    log: list[Request] = field(default_factory=list)
     throttle: Throttle = field(default_factory=Throttle)
+    refused: set[str] = field(default_factory=set)  # userNames whose POST is answered 400
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -60,16 +71,30 @@ class _Front:
             )
             return
         status: list[int] = []
+        sent = bytearray()
+        more = True
+        while more:  # the whole body first: a refusal depends on it
+            message = await receive()
+            sent.extend(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = json.loads(sent) if sent else None
+        if method == "POST" and isinstance(body, dict) and body.get("userName") in self.refused:
+            detail = {"status": "400", "scimType": "invalidValue", "detail": "userName refused by this test"}
+            await self._answer(send, 400, detail, method, path, sent=body)
+            return
+
+        async def logged_receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": bytes(sent), "more_body": False}
 
         async def logged_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status.append(int(message["status"]))
             await send(message)
 
-        await self.app(scope, receive, logged_send)
+        await self.app(scope, logged_receive, logged_send)
         if b"x-test-client" not in headers:  # the test's own reads and seeds are not the sink's requests
             with self.lock:
-                self.log.append((method, path, status[0] if status else 0))
+                self.log.append(Request(method, path, status[0] if status else 0, body))
 
     async def _answer(
         self,
@@ -79,13 +104,14 @@ class _Front:
         method: str,
         path: str,
         extra: list[tuple[bytes, bytes]] | None = None,
+        sent: Any = None,
     ) -> None:
         payload = json.dumps({"schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"], **body}).encode()
         headers = [(b"content-type", b"application/scim+json"), *(extra or [])]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         with self.lock:
-            self.log.append((method, path, status))
+            self.log.append(Request(method, path, status, sent))
 
 
 class ScimTestServer:
@@ -144,17 +170,22 @@ class ScimTestServer:
         return {"conn_type": "http", "host": self.base_url, "password": self.token}
 
     @property
-    def requests(self) -> list[tuple[str, str, int]]:
+    def requests(self) -> list[Request]:
         with self.front.lock:
             return list(self.front.log)
 
     def counts(self, since: int = 0) -> Counter[str]:
-        return Counter(method for method, _, _ in self.requests[since:])
+        return Counter(r.method for r in self.requests[since:])
 
     def throttle(self, count: int, retry_after: str = "0", methods: tuple[str, ...] = ()) -> None:
         """Answer the next `count` requests (of these methods) with 429 and this Retry-After."""
         with self.front.lock:
             self.front.throttle = Throttle(count, retry_after, frozenset(methods))
+
+    def refuse(self, *user_names: str) -> None:
+        """Answer a POST of these userNames with 400 (a value Frankli rejects)."""
+        with self.front.lock:
+            self.front.refused = set(user_names)
 
     def _client(self) -> Any:
         import httpx2

@@ -209,7 +209,7 @@ def _match_active_users(
     """Match by object id, then adopt or re-link by email; the rest are creates."""
     managed = users[users["external_id"].notna()][["id", "external_id"]]
     by_id = active.merge(managed.rename(columns={"id": "user_id"}), on="external_id", how="left")
-    matched = by_id[by_id["user_id"].notna()].astype({"user_id": "int64"})
+    matched = _typed_ids(by_id[by_id["user_id"].notna()])
     unmatched = by_id[by_id["user_id"].isna()].drop(columns=["user_id"])
 
     # Candidates for adoption / rehire: users not already matched by id, first (lowest id) per email.
@@ -219,7 +219,7 @@ def _match_active_users(
         columns={"id": "user_id", "external_id": "old_external_id"}
     )
     by_email = unmatched.merge(candidates, left_on="upn_key", right_on="email_key", how="left")
-    found = by_email[by_email["user_id"].notna()].astype({"user_id": "int64"})
+    found = _typed_ids(by_email[by_email["user_id"].notna()])
     creates = by_email[by_email["user_id"].isna()].drop(columns=["user_id", "old_external_id", "email_key"])
 
     old_still_exists = found["old_external_id"].notna() & found["old_external_id"].isin(present.index)
@@ -247,6 +247,16 @@ def _match_active_users(
     )
     matched = pd.concat([matched, linked.drop(columns=["old_external_id"])], ignore_index=True)
     return matched, links, conflicts, creates
+
+
+_NUMERIC_IDS = ("integer", "floating", "mixed-integer-float")
+
+
+def _typed_ids(frame: pd.DataFrame) -> pd.DataFrame:
+    """Matched rows with `user_id` as the target's ids: int64 for a database's, text as they are (SCIM ids)."""
+    if len(frame) == 0 or pd.api.types.infer_dtype(frame["user_id"], skipna=True) in _NUMERIC_IDS:
+        return frame.astype({"user_id": "int64"})
+    return frame.astype({"user_id": "object"})
 
 
 def _drop_admin_archived(matched: pd.DataFrame, users: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
