@@ -46,6 +46,7 @@ class SyncedTenant:
     tenant_extra: dict[str, Any] = field(default_factory=dict)
     runs: list[Any] = field(default_factory=list)
     scim: Any = None  # the ScimTestServer of a SCIM target (None: a database target)
+    target_settings: dict[str, Any] = field(default_factory=dict)  # more target keys (a SCIM target's)
 
     @property
     def config_path(self) -> Path:
@@ -64,6 +65,7 @@ class SyncedTenant:
                 "kind": "scim" if self.scim else "database",
                 "conn_id": f"frankli_{self.name}",
                 "organisation": ORGANISATION,
+                **self.target_settings,
             },
             "scope": {"exclude_guests": True},
             **self.tenant_extra,
@@ -281,6 +283,7 @@ def make_tenant(
         name: str = "acme",
         entra_tenant_id: str = "test-tenant",
         target: str = "database",
+        target_settings: dict[str, Any] | None = None,
         **tenant_extra: Any,
     ) -> SyncedTenant:
         workdir = tmp_path / name
@@ -324,6 +327,7 @@ def make_tenant(
             workdir=workdir,
             tenant_extra=tenant_extra,
             scim=scim,
+            target_settings=dict(target_settings or {}),
         )
         tenant.write_config()
         monkeypatch.setenv("FRANKLI_SYNC_CONFIG", str(tenant.config_path))

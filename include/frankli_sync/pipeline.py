@@ -371,7 +371,10 @@ def compute_plan(ctx: RunContext, frankli: FrankliSession, mark: str | None = No
                 return planned
             reason = planned
         else:
-            reason = "Frankli changed behind the sync since the recorded run (an admin's edit, or a load not recorded)"
+            reason = (
+                "Frankli changed behind the sync since the recorded run (an admin's edit, a load not recorded, "
+                "or writes the target refused)"
+            )
         basis = Basis("full", reason)
     elif recorded.get("mode") == "incremental":
         basis = Basis("full", "the record changed since validation")
@@ -534,7 +537,7 @@ def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None
         counts = frankli.apply_upserts(planned.plan, run_id, ctx.clock(), quarantined=_quarantine_entries(ctx, planned))
         if not ctx.params.only_user:
             frankli.record_applied_snapshot(ctx.clock())
-        after = frankli.mark()
+        after = _recorded_mark(frankli, run_id, frankli.mark())
     ctx.record.advance_mark(ctx.tenant.name, before, after)
     ctx.plans.applied(ctx.tenant.name, run_id, after if planned.kept else None)
     if not ctx.params.only_user:
@@ -631,7 +634,7 @@ def _archive(
         if guard["blocked"]:
             raise DeletionGuardTriggered(guard["message"])
         archived = frankli.apply_archives(plan.archives, run_id, ctx.clock())
-        after = frankli.mark()
+        after = _recorded_mark(frankli, run_id, frankli.mark())
     if ctx.params.only_user:
         ctx.record.advance_mark(ctx.tenant.name, before, after)
     else:
@@ -645,6 +648,15 @@ def _archive(
     )
     log.info(task_log.load_line(tenant_name, "load_archives", {"archive": archived}))
     return {"archive": archived}
+
+
+def _recorded_mark(frankli: FrankliSession, run_id: str, mark: str) -> str:
+    """The mark to record after a load: one no read matches when the target refused some of this run's writes.
+
+    The next run then plans in full and tries those users again; an incremental run would plan only the
+    users Entra changed since, and leave a refused user waiting for the next full run.
+    """
+    return f"{mark}-refused" if frankli.refused_writes(run_id) else mark
 
 
 def _asks_approval(ctx: RunContext) -> bool:
@@ -840,7 +852,22 @@ def _approval_outcome(documents: dict[str, Any], task_results: dict[str, Any], c
 
 
 def _applied_actions(ctx: RunContext, plan: Mapping[str, Any] | None) -> tuple[dict[str, int], pd.DataFrame]:
-    """The run's action counts and who changed: from Frankli's audit, or a dry run's plan (nothing was written)."""
+    """The run's action counts and who changed: from Frankli's audit, or a dry run's plan (nothing was written).
+
+    A target that cannot be read (a SCIM token refused, say) leaves them empty: the report is still written,
+    since it is what tells the admin which task failed and why.
+    """
+    from frankli_sync.run_changes import change_rows, planned_audit
+
+    try:
+        return _read_applied(ctx, plan)
+    except Exception as error:
+        log.warning("tenant %s run %s: the report could not read what was applied: %s", ctx.tenant.name, ctx.run_id,
+                    error)  # fmt: skip
+        return {}, change_rows(planned_audit({}), {})
+
+
+def _read_applied(ctx: RunContext, plan: Mapping[str, Any] | None) -> tuple[dict[str, int], pd.DataFrame]:
     from frankli_sync.run_changes import ACTIONS, Person, change_rows, planned_audit, referenced_ids
 
     with ctx.frankli(owned=False) as frankli:

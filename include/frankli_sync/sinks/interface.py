@@ -78,6 +78,10 @@ class FrankliSession(Protocol):
         """Users of the organisation the sync manages (linked to an Entra object) and not archived."""
         ...
 
+    def refused_writes(self, run_id: str) -> int:
+        """Writes of this run the target refused (audited ``failed``; a target that writes all or nothing: 0)."""
+        ...
+
     def audit_counts(self, run_id: str) -> dict[str, int]: ...
 
     def audit_rows(self, run_id: str, actions: Iterable[str]) -> pd.DataFrame:

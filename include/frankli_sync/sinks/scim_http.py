@@ -163,35 +163,28 @@ class ScimEndpoint:
 
     def create(self, body: Mapping[str, Any]) -> dict[str, Any] | WriteFailure:
         """POST /Users with a body `scim2-models` validated first; the created user, or the failure."""
-        from scim2_models import Error
-
         model = self.user_model()
         resource = model.model_validate(dict(body))  # a body the models reject never leaves
         result = self.client.create(
             resource, check_response_payload=False, raise_scim_errors=False, expected_status_codes=None
         )
-        if isinstance(result, Error):
-            return WriteFailure(result.status, result.detail or str(result.scim_type or "error"))
+        failure = _failure(result)
+        if failure is not None:
+            return failure
         if not isinstance(result, dict) or "id" not in result:
             return WriteFailure(None, f"the server answered no user: {_error_detail(result)}")
-        if result.get("status") and "schemas" in result and not result.get("userName"):
-            return WriteFailure(_int(result.get("status")), _error_detail(result))
         return result
 
     def patch(self, user_id: str, operations: list[dict[str, Any]]) -> WriteFailure | None:
         """PATCH /Users/{id} with operations `scim2-models` validated first; None when applied."""
-        from scim2_models import Error, PatchOp
+        from scim2_models import PatchOp
 
         model = self.user_model()
         patch = PatchOp[model].model_validate({"schemas": [PATCH_SCHEMA], "Operations": operations})
         result = self.client.modify(
             model, user_id, patch, check_response_payload=False, raise_scim_errors=False, expected_status_codes=None
         )
-        if isinstance(result, Error):
-            return WriteFailure(result.status, result.detail or str(result.scim_type or "error"))
-        if isinstance(result, dict) and "Error" in " ".join(result.get("schemas") or []):
-            return WriteFailure(_int(result.get("status")), _error_detail(result))
-        return None
+        return _failure(result)
 
     def each(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """`work` over `items` with at most `concurrency` requests in flight; results in `items`' order."""
@@ -269,6 +262,17 @@ def _retrying_client(endpoint: ScimEndpoint) -> Any:
             return endpoint.send(method, url, lambda: parent(method, url, **kwargs))
 
     return RetryingClient(endpoint.http)
+
+
+def _failure(result: Any) -> WriteFailure | None:
+    """The refusal in a write's answer (a SCIM Error, as a model or as JSON), or None."""
+    from scim2_models import Error
+
+    if isinstance(result, Error):
+        return WriteFailure(_int(result.status), result.detail or str(result.scim_type or "error"))
+    if isinstance(result, dict) and any(str(s).endswith(":Error") for s in result.get("schemas") or ()):
+        return WriteFailure(_int(result.get("status")), _error_detail(result))
+    return None
 
 
 def _path(url: str) -> str:

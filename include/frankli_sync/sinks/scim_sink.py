@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, func, select, text
 
 from frankli_sync.config import TargetSettings
 from frankli_sync.plan import UNMANAGED_REF, FrankliState, Plan
@@ -89,6 +89,13 @@ class ScimSession:
     def mark(self) -> str:
         return listing_mark(self.users().values())
 
+    def refused_writes(self, run_id: str) -> int:
+        query = select(func.count()).where(
+            sync_audit.c.organisation_id == self.org_id, sync_audit.c.run_id == run_id, sync_audit.c.action == FAILED
+        )
+        with self.ledger.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
     def state(self) -> FrankliState:
         return state_of_listing(self.users().values(), self._archived_by_sync())
 
@@ -131,6 +138,8 @@ class ScimSession:
 
     def people_of(self, external_ids: Iterable[str]) -> dict[str, tuple[str | None, str]]:
         wanted = set(external_ids)
+        if not wanted:
+            return {}  # no listing just to name nobody
         return {r["externalId"]: person(r) for r in self.users().values() if r.get("externalId") in wanted}
 
     def discard(self) -> None:

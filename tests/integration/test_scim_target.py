@@ -1,0 +1,133 @@
+"""What only the SCIM target faces: a fair server, throttling, refused writes, a wrong token, two owners.
+
+Every test talks HTTP to a real scim2-server (`scim_test_server`); the rule scenarios common to both
+targets are in `test_rules_both_sinks.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from scim_test_server import ScimTestServer
+from synced_tenant import valid_leaves
+
+pytestmark = pytest.mark.integration
+
+
+def _failed_task(tenant: Any, task: str) -> dict[str, Any]:
+    (outcome,) = [t for t in tenant.report()["tasks"] if t["task"] == task]
+    assert outcome["state"] == "failed"
+    return outcome
+
+
+def test_the_test_server_passes_an_rfc7644_checker() -> None:
+    """scim2-tester's discovery and CRUD checks: the stand-in answers as RFC 7643/7644 say a server must."""
+    import httpx2
+    from scim2_client.engines.httpx2 import SyncSCIMClient
+    from scim2_tester import Status, check_server
+
+    with ScimTestServer() as server:
+        headers = {"Authorization": f"Bearer {server.token}"}
+        with httpx2.Client(base_url=server.base_url + "/", headers=headers) as http:
+            results = check_server(SyncSCIMClient(http), resource_types=["User"])
+    statuses = {r.status for r in results}
+    failed = [(r.title, r.reason) for r in results if r.status in (Status.ERROR, Status.CRITICAL)]
+    assert len(results) >= 20 and Status.SUCCESS in statuses
+    assert failed == []
+
+
+def test_a_body_the_models_reject_never_leaves() -> None:
+    """The sink's writes are validated by scim2-models before they are sent."""
+    from frankli_sync.sinks.scim_http import ScimEndpoint
+    from frankli_sync.sources.graph import RetryPolicy
+    from pydantic import ValidationError
+
+    with ScimTestServer() as server:
+        endpoint = ScimEndpoint("frankli_test", server.base_url, server.token, RetryPolicy(), concurrency=2)
+        try:
+            with pytest.raises(ValidationError):
+                endpoint.create({"userName": "a@contoso.example", "emails": [{"value": {"not": "text"}}]})
+            with pytest.raises(ValidationError):
+                endpoint.patch("some-id", [{"op": "explode", "path": "title", "value": "x"}])
+        finally:
+            endpoint.close()
+        assert [r.method for r in server.requests if r.method != "GET"] == []
+
+
+def test_throttling_is_waited_out_and_a_day_long_retry_after_stops_the_load(make_tenant) -> None:
+    tenant = make_tenant(users=40, seed=31, target="scim")
+    tenant.scim.throttle(5, retry_after="1", methods=("POST",))
+    tenant.run()
+    refused = [r for r in tenant.scim.requests if r.status == 429]
+    assert len(refused) == 5
+    assert len(tenant.people()) == len([a for a in tenant.audit() if a["action"] == "create"])
+
+    (user,) = [tenant.directory.get_user(i) for i in valid_leaves(tenant.directory)[:1]]
+    tenant.directory.update_user(user["id"], jobTitle="Night Shift Lead")
+    tenant.scim.throttle(1, retry_after="86400", methods=("PATCH",))
+    tenant.run(expect="failed")
+    failure = _failed_task(tenant, "load_upserts")
+    assert "Retry-After: 86400" in failure["message"]
+    assert "target.max_retry_after_seconds" in failure["message"]
+    assert tenant.people()[user["id"]]["role"] != "Night Shift Lead"
+
+    tenant.run()  # the next run writes what the stopped one could not
+    assert tenant.people()[user["id"]]["role"] == "Night Shift Lead"
+
+
+def test_refused_writes_are_audited_and_a_high_share_fails_the_load(make_tenant) -> None:
+    tenant = make_tenant(users=60, seed=32, target="scim", target_settings={"max_failure_share": 0.05})
+    leaves = [tenant.directory.get_user(i) for i in valid_leaves(tenant.directory)]
+    tenant.scim.refuse(leaves[0]["userPrincipalName"])
+    tenant.run()  # one refusal of ~55 writes: under 5%
+    failed = [a for a in tenant.audit() if a["action"] == "failed"]
+    assert [(a["external_id"], a["details"]["action"], a["details"]["status"]) for a in failed] == [
+        (leaves[0]["id"], "create", 400)
+    ]
+    assert tenant.report()["counts"]["failed"] == 1
+    assert leaves[0]["id"] not in tenant.people()
+
+    tenant.scim.refuse(*(u["userPrincipalName"] for u in leaves[1:8]))
+    for user in leaves[1:8]:
+        tenant.directory.update_user(user["id"], jobTitle="Refused Title")
+    addresses = [f"x{n}{u['userPrincipalName']}" for n, u in enumerate(leaves[1:4])]
+    for address, user in zip(addresses, leaves[1:4], strict=True):
+        tenant.directory.add_user({**user, "id": None, "userPrincipalName": address, "mail": address})
+    tenant.scim.refuse(leaves[0]["userPrincipalName"], *addresses)
+    tenant.run(expect="failed")  # 4 refused creates (the first one again) + 7 updates: far over 5%
+    failure = _failed_task(tenant, "load_upserts")
+    assert "target.max_failure_share" in failure["message"] and "refused 4 of 11" in failure["message"]
+    people = tenant.people()
+    assert all(people[u["id"]]["role"] == "Refused Title" for u in leaves[1:8]), "accepted writes stay"
+
+
+def test_a_wrong_token_stops_at_once_without_showing_it(make_tenant, monkeypatch) -> None:
+    tenant = make_tenant(users=30, seed=33, target="scim")
+    secret = "not-the-token-" + "s3cr3t"
+    wrong = {"conn_type": "http", "host": tenant.scim.base_url, "password": secret}
+    monkeypatch.setenv("AIRFLOW_CONN_FRANKLI_ACME", json.dumps(wrong))
+    tenant.run(expect="failed")
+    failure = _failed_task(tenant, "transform")
+    assert "HTTP 401" in failure["message"] and "token" in failure["message"]
+    assert secret not in failure["message"]
+    assert [r.method for r in tenant.scim.requests if r.method != "GET"] == []
+
+
+def test_two_sources_on_one_endpoint_the_second_stops(make_tenant, monkeypatch) -> None:
+    first = make_tenant(users=30, seed=34, target="scim", name="first")
+    first.run()
+    second = make_tenant(users=30, seed=35, name="second", entra_tenant_id="other-tenant", target="scim")
+    second.scim.stop()
+    second.scim = first.scim  # the same Frankli organisation (endpoint) behind both tenants
+    # One Airflow deployment: one staging database (the SCIM ledger) for every tenant.
+    shared_staging = {"conn_type": "generic", "extra": {"sqlalchemy_url": f"sqlite:///{first.workdir / 'staging.db'}"}}
+    monkeypatch.setenv("AIRFLOW_CONN_FRANKLI_SECOND", json.dumps(first.scim.connection()))
+    monkeypatch.setenv("AIRFLOW_CONN_STAGING_SECOND", json.dumps(shared_staging))
+    before = first.people()
+    since = len(first.scim.requests)
+    second.run(expect="failed")
+    assert "is synced from 'test-tenant'" in _failed_task(second, "transform")["message"]
+    assert first.people() == before
+    assert [r for r in first.scim.requests[since:] if r.method != "GET"] == []
