@@ -19,6 +19,7 @@ PostgreSQL, nothing else.
 
     .venv/bin/python scripts/benchmark.py                          # 10k, 100k, 1M; SQLite and PostgreSQL
     .venv/bin/python scripts/benchmark.py --users 10000 --backends postgres --label after
+    .venv/bin/python scripts/benchmark.py --users 10000 --backends scim --scenarios initial delta_1pct --no-airflow
 
 Rows are appended to benchmarks/results.md with the date, the commit, the machine, its cores and its
 load average when the row was measured.
@@ -131,12 +132,13 @@ def child(args: list[str], env: dict[str, str]) -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, users: int, backend: str, base_url: str, work: Path) -> None:
+    def __init__(self, users: int, backend: str, base_url: str, work: Path, scim: dict[str, Any] | None = None) -> None:
         self.users, self.backend, self.base_url, self.work = users, backend, base_url, work
         self.runs = 0
+        self.scim = scim  # the SCIM target's server: {"url", "token", "concurrency"}
         # Schemas of this process only (two benchmarks may run at once), dropped by `close`.
         self.schemas = [f"bench_frankli_{os.getpid()}", f"bench_staging_{os.getpid()}"]
-        if backend == "postgres":
+        if backend in ("postgres", "scim"):  # a SCIM target's ledger is staging: on PostgreSQL here
             frankli = fresh_postgres_schema(POSTGRES, self.schemas[0])
             staging = fresh_postgres_schema(POSTGRES, self.schemas[1])
         else:
@@ -156,6 +158,9 @@ class Bench:
                 }
             ],
         }
+        if scim:
+            config["tenants"][0]["target"] = {"kind": "scim", "conn_id": "frankli_bench", "organisation": ORGANISATION,
+                                              "concurrency": scim["concurrency"]}  # fmt: skip
         (work / "tenants.yaml").write_text(json.dumps(config))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FRANKLI_"))}
         self.env.update(
@@ -184,6 +189,9 @@ class Bench:
                 ),
             }
         )
+        if scim:
+            connection = {"conn_type": "http", "host": scim["url"], "password": scim["token"]}
+            self.env["AIRFLOW_CONN_FRANKLI_BENCH"] = json.dumps(connection)
 
     def run(self, scenario: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         self.runs += 1
@@ -191,6 +199,7 @@ class Bench:
         tasks: dict[str, float] = {}
         rss: dict[str, int] = {}  # each task's own peak, printed (the table keeps the largest)
         peak, airflow = 0, 0.0
+        sent = self.scim_requests()
         for task in TASKS:
             measured = child(["task", task, run_id, json.dumps(params or {})], self.env)
             tasks[task] = measured["seconds"]
@@ -201,9 +210,23 @@ class Bench:
         row = {"users": self.users, "backend": self.backend, "scenario": scenario, "wall_s": wall, "tasks_s": tasks,
                "airflow_import_s": round(airflow, 1)}  # fmt: skip
         row.update(peak_rss_mib=peak, load=os.getloadavg()[0])
+        if self.scim:
+            after = self.scim_requests()
+            row["requests"] = {m: n - sent.get(m, 0) for m, n in sorted(after.items()) if n - sent.get(m, 0)}
+            row["concurrency"] = self.scim["concurrency"]
         print(json.dumps({**row, "tasks_s": {k: round(v, 1) for k, v in tasks.items()}, "wall_s": round(wall, 1),
                           "rss_mib": rss}))  # fmt: skip
         return row
+
+    def scim_requests(self) -> dict[str, int]:
+        """Requests the SCIM server answered so far, by method (its own counter, over HTTP)."""
+        if not self.scim:
+            return {}
+        from scim_test_server import COUNTS_PATH
+
+        url = self.scim["url"].rsplit("/v2", 1)[0] + COUNTS_PATH
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return dict(json.load(response)["requests"])
 
     def churn(self, share: float, seed: int) -> dict[str, list[str]]:
         request = urllib.request.Request(
@@ -215,7 +238,7 @@ class Bench:
             return json.load(response)
 
     def close(self) -> None:
-        if self.backend == "postgres":
+        if self.backend in ("postgres", "scim"):
             from sqlalchemy import create_engine, text
 
             engine = create_engine(POSTGRES)
@@ -229,14 +252,31 @@ class Bench:
             return json.load(r)["userPrincipalName"]
 
 
-def measure_size(users: int, backends: list[str], scenarios: list[str], seed: int) -> list[dict[str, Any]]:
+def start_scim_server() -> tuple[subprocess.Popen, dict[str, Any]]:
+    """The test SCIM server (scim2-server over uvicorn) in a process of its own; its URL and token."""
+    process = subprocess.Popen([str(BIN / "python"), "-m", "scim_test_server"], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if "listening on" not in line:
+        process.kill()
+        raise SystemExit(f"the SCIM test server did not start: {line!r}")
+    print(f"· {line}")
+    url = line.split("listening on ", 1)[1].split(" ", 1)[0]
+    return process, {"url": url, "token": line.rsplit("(token ", 1)[1].rstrip(")")}
+
+
+def measure_size(
+    users: int, backends: list[str], scenarios: list[str], seed: int, concurrency: int = 8
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for backend in backends:
         emulator, base_url = start_emulator(users, seed=seed)  # a fresh directory per backend
         closing: list[Bench] = []
+        server, scim = start_scim_server() if backend == "scim" else (None, None)
         try:
             with tempfile.TemporaryDirectory(prefix="frankli-bench-") as work:
-                bench = Bench(users, backend, base_url, Path(work))
+                scim = {**scim, "concurrency": concurrency} if scim else None
+                bench = Bench(users, backend, base_url, Path(work), scim)
                 closing.append(bench)
                 if backend == backends[0]:
                     floor = child(["floor", base_url, POSTGRES], bench.env)
@@ -259,8 +299,10 @@ def measure_size(users: int, backends: list[str], scenarios: list[str], seed: in
         finally:
             for bench in closing:
                 bench.close()
-            emulator.terminate()
-            emulator.wait(timeout=60)
+            for process in (emulator, server):
+                if process is not None:
+                    process.terminate()
+                    process.wait(timeout=60)
     return rows
 
 
@@ -351,9 +393,13 @@ def write_results(
     for r in rows:
         cells = " | ".join(f"{r['tasks_s'][t]:.1f}" if t in r["tasks_s"] else "" for t in TASKS)
         ratio = f"{r['wall_s'] / floors[r['users']]:.1f}" if r["users"] in floors and r["scenario"] != "floor" else ""
+        scenario = r["scenario"]
+        if "requests" in r:  # a SCIM target's run: what it sent, at what concurrency
+            sent = ", ".join(f"{n:,} {m}" for m, n in r["requests"].items()) or "no request"
+            scenario = f"{scenario} ({sent}; concurrency {r['concurrency']})"
         lines.append(
             f"| {stamp} | {label} | {ref} | {where} | {r['load']:.2f} | {r['users']:,} | {r['backend']} | "
-            f"{r['scenario']} | {cells} | {r['wall_s']:.1f} | {r['users'] / r['wall_s']:,.0f} | {ratio} | "
+            f"{scenario} | {cells} | {r['wall_s']:.1f} | {r['users'] / r['wall_s']:,.0f} | {ratio} | "
             f"{r['peak_rss_mib']} |"
         )
     if startup is not None:
@@ -372,7 +418,11 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--backends", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"])
+    parser.add_argument(
+        "--backends", nargs="+", choices=["sqlite", "postgres", "scim"], default=["sqlite", "postgres"],
+        help="scim: Frankli's SCIM API (the test server, scim2-server) as the target, staging on PostgreSQL",
+    )  # fmt: skip
+    parser.add_argument("--scim-concurrency", type=int, default=8, help="target.concurrency of the scim backend")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--label", default="", help="a word for the table, e.g. before / after")
     parser.add_argument("--seed", type=int, default=42)
@@ -398,7 +448,7 @@ def main() -> int:
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(options.code / "include"),
                                                                  os.environ.get("PYTHONPATH")]))  # fmt: skip
     for users in options.users:  # each size's rows are written as soon as they are measured
-        rows = measure_size(users, options.backends, options.scenarios, options.seed)
+        rows = measure_size(users, options.backends, options.scenarios, options.seed, options.scim_concurrency)
         write_results(rows, options.label, None, options.results, options.code)
     if not options.no_airflow:
         with tempfile.TemporaryDirectory(prefix="frankli-bench-airflow-") as work:

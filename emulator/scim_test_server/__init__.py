@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TOKEN = "scim-test-token"  # noqa: S105 - a test server's token
+COUNTS_PATH = "/_test/requests"  # GET: the requests answered so far, by method (not itself counted)
 
 
 @dataclass
@@ -53,6 +54,16 @@ class _Front:
             return
         method, path = scope["method"], scope["path"]
         headers = dict(scope["headers"])
+        if path == COUNTS_PATH:  # for a benchmark in another process: the requests answered so far
+            with self.lock:
+                counts = Counter(r.method for r in self.log)
+                throttled = sum(1 for r in self.log if r.status == 429)
+            body = json.dumps({"requests": dict(counts), "throttled": throttled}).encode()
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
         if headers.get(b"authorization", b"").decode() != f"Bearer {self.token}":
             await self._answer(send, 401, {"status": "401", "detail": "bad token"}, method, path)
             return
@@ -117,14 +128,14 @@ class _Front:
 class ScimTestServer:
     """scim2-server with in-memory storage on 127.0.0.1 (a free port); `base_url` ends in /v2."""
 
-    def __init__(self, token: str = TOKEN) -> None:
+    def __init__(self, token: str = TOKEN, port: int = 0) -> None:
         from scim2_server.applications.asgi import ASGIApplication
         from scim2_server.memory import AsyncInMemoryStorage
         from scim2_server.utils import load_default_provider
 
         self.token = token
         self.front = _Front(ASGIApplication(AsyncInMemoryStorage(), load_default_provider()), token)
-        self.port = 0
+        self.port = port
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -135,9 +146,10 @@ class ScimTestServer:
     def start(self) -> ScimTestServer:
         import uvicorn
 
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        if not self.port:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                self.port = probe.getsockname()[1]
         config = uvicorn.Config(
             self.front, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, lifespan="off"
         )
