@@ -25,6 +25,7 @@ class Throttle:
     remaining: int = 0
     retry_after: str = "0"
     methods: frozenset[str] = frozenset()  # empty: every method
+    after: int = 0  # requests (of these methods) let through before the throttling starts
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,11 @@ class _Front:
             await self._answer(send, 401, {"status": "401", "detail": "bad token"}, method, path)
             return
         with self.lock:
-            throttled = self.throttle.remaining > 0 and (not self.throttle.methods or method in self.throttle.methods)
+            concerned = not self.throttle.methods or method in self.throttle.methods
+            if concerned and self.throttle.after > 0:
+                self.throttle.after -= 1
+                concerned = False
+            throttled = concerned and self.throttle.remaining > 0
             if throttled:
                 self.throttle.remaining -= 1
         if throttled:
@@ -189,10 +194,10 @@ class ScimTestServer:
     def counts(self, since: int = 0) -> Counter[str]:
         return Counter(r.method for r in self.requests[since:])
 
-    def throttle(self, count: int, retry_after: str = "0", methods: tuple[str, ...] = ()) -> None:
-        """Answer the next `count` requests (of these methods) with 429 and this Retry-After."""
+    def throttle(self, count: int, retry_after: str = "0", methods: tuple[str, ...] = (), after: int = 0) -> None:
+        """Answer `count` requests (of these methods, after letting `after` through) with 429 and this Retry-After."""
         with self.front.lock:
-            self.front.throttle = Throttle(count, retry_after, frozenset(methods))
+            self.front.throttle = Throttle(count, retry_after, frozenset(methods), after)
 
     def refuse(self, *user_names: str) -> None:
         """Answer a POST of these userNames with 400 (a value Frankli rejects)."""

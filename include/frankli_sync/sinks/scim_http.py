@@ -186,13 +186,24 @@ class ScimEndpoint:
         )
         return _failure(result)
 
-    def each(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
-        """`work` over `items` with at most `concurrency` requests in flight; results in `items`' order."""
+    def each(self, work: Callable[[T], R], items: Iterable[T]) -> list[R | Exception]:
+        """`work` over `items` with at most `concurrency` requests in flight; results in `items`' order.
+
+        An item whose work raised has the exception as its result, so the writes that went through
+        beside it are still audited before the caller raises it (`raise_first`).
+        """
+
+        def guarded(item: T) -> R | Exception:
+            try:
+                return work(item)
+            except Exception as error:
+                return error
+
         items = list(items)
         if len(items) <= 1 or self.concurrency == 1:
-            return [work(item) for item in items]
+            return [guarded(item) for item in items]
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="scim") as pool:
-            return list(pool.map(work, items))
+            return list(pool.map(guarded, items))
 
     # --- retries ----------------------------------------------------------------------------------
 
@@ -273,6 +284,13 @@ def _failure(result: Any) -> WriteFailure | None:
     if isinstance(result, dict) and any(str(s).endswith(":Error") for s in result.get("schemas") or ()):
         return WriteFailure(_int(result.get("status")), _error_detail(result))
     return None
+
+
+def raise_first(results: Iterable[object]) -> None:
+    """Raise the first exception among `each`'s results (after the caller audited the rest)."""
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
 
 
 def _path(url: str) -> str:

@@ -38,7 +38,7 @@ from frankli_sync.sinks import database
 from frankli_sync.sinks.database import claim_organisation, new_quarantines, write_audit
 from frankli_sync.sinks.interface import AuditEntry, OrganisationOwnedElsewhere
 from frankli_sync.sinks.schema import frankli_field_lengths, organisations, sync_audit
-from frankli_sync.sinks.scim_http import ScimEndpoint, WriteFailure
+from frankli_sync.sinks.scim_http import ScimEndpoint, WriteFailure, raise_first
 from frankli_sync.sinks.scim_users import (
     create_body,
     listing_mark,
@@ -48,7 +48,7 @@ from frankli_sync.sinks.scim_users import (
     state_of_listing,
 )
 from frankli_sync.sources.graph import RetryPolicy
-from frankli_sync.transform import ENTITY_FIELDS, is_missing, name_key
+from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS, is_missing, name_key
 
 FAILED = "failed"  # the audit action of a write the API refused
 
@@ -221,18 +221,21 @@ class ScimSession:
             results = self.endpoint.each(
                 lambda r: self.endpoint.create(create_body(r, names, _manager_id(r.get("manager"), known))), ready
             )
+            self._stale = True
             for record, result in zip(ready, results, strict=True):
+                if isinstance(result, Exception):
+                    continue
+                self.attempted += 1
                 if isinstance(result, WriteFailure):
                     outcome.failed.append(_failure(record, "create", result))
                     creating.discard(record["external_id"])  # its reports are created without it
                     continue
                 known[record["external_id"]] = str(result["id"])
-                fields = {f: _none(record.get(f)) for f in record if f not in ("external_id", "status", "_fields")}
+                fields = {f: _none(record[f]) for f in (*TEXT_FIELDS, *ENTITY_FIELDS) if f in record}
                 outcome.applied.append(
                     AuditEntry(record["external_id"], record.get("email"), "create", {"fields": fields})
                 )
-            self.attempted += len(ready)
-            self._stale = True
+            raise_first(results)
         late = [r for r in late if r["external_id"] in known and _manager_id(r.get("manager"), known)]
         self._write(
             "manager",
@@ -288,13 +291,15 @@ class ScimSession:
             return
         self._stale = True
         results = self.endpoint.each(send, items)
-        self.attempted += len(items)
         for item, result in zip(items, results, strict=True):
-            record = record_of(item) if record_of else item
+            if isinstance(result, Exception):  # not answered (the load stops): neither applied nor refused
+                continue
+            self.attempted += 1
             if isinstance(result, WriteFailure):
-                outcome.failed.append(_failure(record, action, result))
+                outcome.failed.append(_failure(record_of(item) if record_of else item, action, result))
             elif audited is not None:
                 outcome.applied.append(audited(item))
+        raise_first(results)
 
     def _entity_names(self, plan: Plan) -> dict[str, dict[str, str]]:
         """Entity field -> key -> the name to write: Frankli's spelling where a user has it, else the plan's."""
