@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from frankli_sync.config import TenantConfig
+from frankli_sync.sources import UserPage
 from frankli_sync.staging import Staging
 
 log = logging.getLogger(__name__)
@@ -41,86 +44,141 @@ class IncompleteRead(RuntimeError):
     """The source delivered fewer users than it reports: nothing read may be used."""
 
 
+@dataclass(frozen=True)
+class Read:
+    """What a source's read staged, with its evidence: the size the source itself reports."""
+
+    mode: str  # full, delta, or why a delta read became a full one
+    reported: int  # the users the source says it holds (Graph's /users/$count; the CSV's records)
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. Graph requests and retries
+    delta_link: str | None = None  # where the next run's read starts (Graph)
+
+
+class SourceReader(Protocol):
+    """A tenant's source: stages `UserPage`s for a run (`stage_pages`) and says how it proves them complete."""
+
+    completeness: str  # how completeness is proven (recorded with the snapshot)
+
+    def identity(self) -> str:
+        """What the tenant reads: the organisation it writes to records this one source (DESIGN §2 Ownership)."""
+        ...
+
+    async def read(self, staging: Staging, run_id: str, full_sync: bool) -> Read: ...
+
+
+def source_reader(tenant: TenantConfig) -> SourceReader:
+    return READERS[tenant.source.kind](tenant)
+
+
 def extract_users(staging: Staging, tenant: TenantConfig, run_id: str, full_sync: bool = False) -> dict[str, Any]:
     """Stage the tenant's users for this run; returns a summary (mode, users, pages, removed, evidence)."""
+    reader = source_reader(tenant)
     with staging.extract_lock(tenant.name):
-        if tenant.source.kind == "csv":
-            return _extract_csv(staging, tenant, run_id)
-        return asyncio.run(_extract_graph(staging, tenant, run_id, full_sync))
+        read = asyncio.run(reader.read(staging, run_id, full_sync))
+        summary = _complete(staging, tenant, run_id, read, reader)
+        if read.delta_link is not None:
+            staging.save_cursor(tenant.name, read.delta_link, run_id, full_read=not read.mode.startswith("delta"))
+        return summary
 
 
 def source_identity(tenant: TenantConfig) -> str:
-    """What the tenant reads: the Entra tenant id of its Graph connection, or ``csv:<tenant>``.
-
-    A Frankli organisation records the identity of its one source (DESIGN §2 Ownership).
-    """
-    if tenant.source.kind == "csv":
-        return f"csv:{tenant.name}"
-    from airflow.sdk import BaseHook
-
-    extra = BaseHook.get_connection(tenant.source.conn_id or "").extra_dejson
-    entra_tenant = str(extra.get("tenant_id") or extra.get("tenantId") or "").strip().lower()
-    return entra_tenant or f"msgraph:{tenant.source.conn_id}"
+    """What the tenant reads: the Entra tenant id of its Graph connection, or ``csv:<tenant>``."""
+    return source_reader(tenant).identity()
 
 
-def _extract_csv(staging: Staging, tenant: TenantConfig, run_id: str) -> dict[str, Any]:
-    from frankli_sync.sources.csv_export import read_csv_pages
-
-    staging.begin_snapshot(tenant.name, run_id, "csv")
-    pages = records = 0
-    # read_csv_pages checks the whole file before it yields the first page.
-    for rows in read_csv_pages(tenant.source.path or ""):
-        staging.apply_page(tenant.name, run_id, rows, {}, next_link=None)
-        pages += 1
-        records += len(rows)
-    summary = {"mode": "full", "pages": pages}
-    return _complete(staging, tenant, run_id, summary, completeness=CSV_PARSE, reported=records)
+async def stage_pages(staging: Staging, tenant: TenantConfig, run_id: str, pages: AsyncIterator[UserPage]) -> int:
+    """Stage each page in its own transaction with the link to resume after it; the number of pages."""
+    count = 0
+    async for page in pages:
+        staging.apply_page(tenant.name, run_id, page.rows, page.removed, page.next_link)
+        count += 1
+    return count
 
 
-async def _extract_graph(staging: Staging, tenant: TenantConfig, run_id: str, full_sync: bool) -> dict[str, Any]:
-    from frankli_sync.sources.graph import DeltaTokenExpired, GraphClient, RetryPolicy
+class CsvReader:
+    """The admin center's users export: complete when every record parsed against its header."""
 
-    retry = RetryPolicy(
-        max_retry_after=float(tenant.source.max_retry_after_seconds),
-        max_total_wait=float(tenant.source.max_retry_seconds),
-    )
-    client = GraphClient(tenant.source.conn_id or "", retry=retry)
-    try:
-        start, mode = _starting_point(staging, tenant, run_id, full_sync)
+    completeness = CSV_PARSE
+
+    def __init__(self, tenant: TenantConfig) -> None:
+        self.tenant = tenant
+
+    def identity(self) -> str:
+        return f"csv:{self.tenant.name}"
+
+    async def read(self, staging: Staging, run_id: str, full_sync: bool) -> Read:
+        staging.begin_snapshot(self.tenant.name, run_id, "csv")
+        records = 0
+
+        async def pages() -> AsyncIterator[UserPage]:
+            nonlocal records
+            # read_csv_pages checks the whole file before it yields the first page.
+            from frankli_sync.sources.csv_export import read_csv_pages
+
+            for rows in read_csv_pages(self.tenant.source.path or ""):
+                records += len(rows)
+                yield UserPage(rows)
+
+        count = await stage_pages(staging, self.tenant, run_id, pages())
+        return Read("full", reported=records, details={"pages": count})
+
+
+class GraphReader:
+    """Microsoft Graph through the Azure provider's hook: complete when the read matches /users/$count."""
+
+    completeness = GRAPH_COUNT
+
+    def __init__(self, tenant: TenantConfig) -> None:
+        self.tenant = tenant
+
+    def identity(self) -> str:
+        from airflow.sdk import BaseHook
+
+        conn_id = self.tenant.source.conn_id
+        extra = BaseHook.get_connection(conn_id or "").extra_dejson
+        entra_tenant = str(extra.get("tenant_id") or extra.get("tenantId") or "").strip().lower()
+        return entra_tenant or f"msgraph:{conn_id}"
+
+    async def read(self, staging: Staging, run_id: str, full_sync: bool) -> Read:
+        from frankli_sync.sources.graph import DeltaTokenExpired, GraphClient, RetryPolicy
+
+        tenant = self.tenant
+        retry = RetryPolicy(
+            max_retry_after=float(tenant.source.max_retry_after_seconds),
+            max_total_wait=float(tenant.source.max_retry_seconds),
+        )
+        client = GraphClient(tenant.source.conn_id or "", retry=retry)
         try:
-            delta_link = await _read_pages(staging, tenant, run_id, client, start)
-        except DeltaTokenExpired as expired:
-            log.warning("%s; reading every user again", expired)
-            mode = "full (delta token expired)"
-            delta_link = await _read_all(staging, tenant, run_id, client)
-        reported = await graph_user_count(client)
-        received = staging.staged_count(tenant.name, run_id)
-        if mode.startswith("delta") and abs(reported - received) > tenant.source.count_tolerance(reported):
-            # The base snapshot plus the changes does not add up to the directory: never build on it.
-            log.warning(
-                "tenant %s: the delta snapshot holds %d users but Graph reports %d; reading every user again",
-                tenant.name,
-                received,
-                reported,
-            )
-            mode = "full (delta snapshot did not match /users/$count)"
-            delta_link = await _read_all(staging, tenant, run_id, client)
+            start, mode = _starting_point(staging, tenant, run_id, full_sync)
+            try:
+                delta_link = await _read_pages(staging, tenant, run_id, client, start)
+            except DeltaTokenExpired as expired:
+                log.warning("%s; reading every user again", expired)
+                mode = "full (delta token expired)"
+                delta_link = await _read_all(staging, tenant, run_id, client)
             reported = await graph_user_count(client)
             received = staging.staged_count(tenant.name, run_id)
-        _check_complete(tenant, run_id, received, reported)
-        await _stage_scope_groups(staging, tenant, run_id, client)
-        summary = _complete(
-            staging,
-            tenant,
-            run_id,
-            {"mode": mode, "requests": client.requests, "retries": client.retries},
-            completeness=GRAPH_COUNT,
-            reported=reported,
-        )
-        staging.save_cursor(tenant.name, delta_link, run_id, full_read=not mode.startswith("delta"))
-        return summary
-    finally:
-        await client.close()
+            if mode.startswith("delta") and abs(reported - received) > tenant.source.count_tolerance(reported):
+                # The base snapshot plus the changes does not add up to the directory: never build on it.
+                log.warning(
+                    "tenant %s: the delta snapshot holds %d users but Graph reports %d; reading every user again",
+                    tenant.name,
+                    received,
+                    reported,
+                )
+                mode = "full (delta snapshot did not match /users/$count)"
+                delta_link = await _read_all(staging, tenant, run_id, client)
+                reported = await graph_user_count(client)
+                received = staging.staged_count(tenant.name, run_id)
+            _check_complete(tenant, run_id, received, reported)
+            await _stage_scope_groups(staging, tenant, run_id, client)
+            details = {"requests": client.requests, "retries": client.retries}
+            return Read(mode, reported=reported, details=details, delta_link=delta_link)
+        finally:
+            await client.close()
+
+
+READERS: dict[str, type[CsvReader] | type[GraphReader]] = {"csv": CsvReader, "graph": GraphReader}
 
 
 async def graph_user_count(client: Any) -> int:
@@ -179,9 +237,14 @@ async def _read_pages(staging: Staging, tenant: TenantConfig, run_id: str, clien
     from frankli_sync.sources.graph import iter_user_pages
 
     delta_link = None
-    async for page in iter_user_pages(client, start, tenant.source.page_size):
-        staging.apply_page(tenant.name, run_id, page.rows, page.removed, page.next_link)
-        delta_link = page.delta_link or delta_link
+
+    async def pages() -> AsyncIterator[UserPage]:
+        nonlocal delta_link
+        async for page in iter_user_pages(client, start, tenant.source.page_size):
+            delta_link = page.delta_link or delta_link
+            yield page
+
+    await stage_pages(staging, tenant, run_id, pages())
     assert delta_link, "iter_user_pages ends with a delta link"
     return delta_link
 
@@ -199,28 +262,25 @@ async def _stage_scope_groups(staging: Staging, tenant: TenantConfig, run_id: st
         staging.add_scope_members(tenant.name, run_id, batch)
 
 
-def _complete(
-    staging: Staging,
-    tenant: TenantConfig,
-    run_id: str,
-    summary: dict[str, Any],
-    *,
-    completeness: str,
-    reported: int,
-) -> dict[str, Any]:
+def _complete(staging: Staging, tenant: TenantConfig, run_id: str, read: Read, reader: SourceReader) -> dict[str, Any]:
     users = staging.staged_count(tenant.name, run_id)
-    identity = source_identity(tenant)
+    identity = reader.identity()
     staging.complete_snapshot(
-        tenant.name, run_id, users, source_id=identity, completeness=completeness, reported_count=reported
+        tenant.name,
+        run_id,
+        users,
+        source_id=identity,
+        completeness=reader.completeness,
+        reported_count=read.reported,
     )
     cursor = staging.cursor(tenant.name)
     previous = staging.last_synced(tenant.name, run_id)
     keep = [run_id, *([cursor["snapshot_run_id"]] if cursor else []), *([previous[0]] if previous else [])]
     staging.prune(tenant.name, keep_runs=keep)
     removed = staging.removed_ids(tenant.name, run_id)
-    log.info("staged %d Entra users for tenant %s run %s (%s)", users, tenant.name, run_id, summary["mode"])
-    evidence = {"completeness": completeness, "reported": reported, "source": identity}
-    return {"users": users, "removed": len(removed), **summary, **evidence}
+    log.info("staged %d Entra users for tenant %s run %s (%s)", users, tenant.name, run_id, read.mode)
+    evidence = {"completeness": reader.completeness, "reported": read.reported, "source": identity}
+    return {"users": users, "removed": len(removed), "mode": read.mode, **read.details, **evidence}
 
 
 def _aware(moment: datetime) -> datetime:

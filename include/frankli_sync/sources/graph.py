@@ -35,13 +35,14 @@ import math
 import random
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from frankli_sync.entra import GRAPH_SELECT, graph_user_to_row
 from frankli_sync.errors import SyncStopped
+from frankli_sync.sources import UserPage
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +131,6 @@ class RetryPolicy:
     max_retry_after: float = 300.0
     # All waits of one client together (tenant config source.max_retry_seconds): the extract's retry budget.
     max_total_wait: float = 1800.0
-
-
-@dataclass
-class GraphPage:
-    rows: list[dict[str, Any]]  # staging rows of users present (new or changed)
-    removed: dict[str, str] = field(default_factory=dict)  # object id -> "deleted" | "changed"
-    next_link: str | None = None
-    delta_link: str | None = None
 
 
 @dataclass(frozen=True)
@@ -464,7 +457,7 @@ def delta_query(page_size: int) -> dict[str, str]:
 
 async def iter_user_pages(
     client: GraphClient, start: str | None = None, page_size: int = 999
-) -> AsyncIterator[GraphPage]:
+) -> AsyncIterator[UserPage]:
     """Pages of ``/users/delta`` from `start` (a nextLink or deltaLink) or from the beginning."""
     if start:
         body = await client.get(start)
@@ -473,7 +466,7 @@ async def iter_user_pages(
     while True:
         if not isinstance(body, dict) or "value" not in body:
             raise GraphExtractError(f"unexpected Graph response on {client.conn_id!r}: {str(body)[:200]}")
-        page = GraphPage(rows=[], next_link=body.get("@odata.nextLink"), delta_link=body.get("@odata.deltaLink"))
+        page = UserPage(rows=[], next_link=body.get("@odata.nextLink"), delta_link=body.get("@odata.deltaLink"))
         for user in body["value"]:
             removed = user.get("@removed")
             if removed is not None:
