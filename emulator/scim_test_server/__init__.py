@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 TOKEN = "scim-test-token"  # noqa: S105 - a test server's token
 COUNTS_PATH = "/_test/requests"  # GET: the requests answered so far, by method (not itself counted)
@@ -47,6 +48,7 @@ class _Front:
     log: list[Request] = field(default_factory=list)
     throttle: Throttle = field(default_factory=Throttle)
     refused: set[str] = field(default_factory=set)  # userNames whose POST is answered 400
+    listing_ends_after: int | None = None  # GET /Users pages starting later come back empty (a listing cut short)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -86,6 +88,11 @@ class _Front:
                 [(b"retry-after", self.throttle.retry_after.encode())],
             )
             return
+        if method == "GET" and path.endswith("/Users") and self.listing_ends_after is not None:
+            query = dict(parse_qsl(scope.get("query_string", b"").decode()))
+            if int(query.get("startIndex", "1")) > self.listing_ends_after:
+                await self._cut_short(scope, receive, send, method, path)
+                return
         status: list[int] = []
         sent = bytearray()
         more = True
@@ -111,6 +118,24 @@ class _Front:
         if b"x-test-client" not in headers:  # the test's own reads and seeds are not the sink's requests
             with self.lock:
                 self.log.append(Request(method, path, status[0] if status else 0, body))
+
+    async def _cut_short(self, scope: dict[str, Any], receive: Any, send: Any, method: str, path: str) -> None:
+        """An empty page that still reports the whole total, as a server whose listing broke off does."""
+        first: list[dict[str, Any]] = []
+
+        async def keep(message: dict[str, Any]) -> None:
+            first.append(message)
+
+        probe = {**scope, "query_string": b"startIndex=1&count=1"}
+        await self.app(probe, receive, keep)
+        total = json.loads(b"".join(m.get("body", b"") for m in first if m["type"] == "http.response.body"))
+        body = {**total, "Resources": [], "itemsPerPage": 0}
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/scim+json")]}
+        )
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+        with self.lock:
+            self.log.append(Request(method, path, 200))
 
     async def _answer(
         self,
@@ -198,6 +223,11 @@ class ScimTestServer:
         """Answer `count` requests (of these methods, after letting `after` through) with 429 and this Retry-After."""
         with self.front.lock:
             self.front.throttle = Throttle(count, retry_after, frozenset(methods), after)
+
+    def end_listings_after(self, position: int | None) -> None:
+        """Pages of GET /Users starting after `position` come back empty, the total still reported whole."""
+        with self.front.lock:
+            self.front.listing_ends_after = position
 
     def refuse(self, *user_names: str) -> None:
         """Answer a POST of these userNames with 400 (a value Frankli rejects)."""

@@ -135,3 +135,56 @@ def test_two_sources_on_one_endpoint_the_second_stops(make_tenant, monkeypatch) 
     assert "is synced from 'test-tenant'" in _failed_task(second, "transform")["message"]
     assert first.people() == before
     assert [r for r in first.scim.requests[since:] if r.method != "GET"] == []
+
+
+def test_a_listing_that_ends_early_plans_nothing(make_tenant) -> None:
+    """Frankli's listing stops short of its own total: the sync must not take the missing users for absent ones."""
+    tenant = make_tenant(users=60, seed=36, target="scim", target_settings={"page_size": 20})
+    tenant.run()
+    before = tenant.people()
+    tenant.scim.end_listings_after(20)  # 20 of ~55 users listed, totalResults still ~55
+    since = len(tenant.scim.requests)
+    tenant.run(expect="failed")
+    message = _failed_task(tenant, "transform")["message"]
+    assert "not complete" in message and "nothing is planned" in message
+    assert [r for r in tenant.scim.requests[since:] if r.method != "GET"] == [], "no create for the unlisted users"
+    tenant.scim.end_listings_after(None)
+    tenant.run()
+    assert tenant.people() == before
+
+
+@pytest.mark.parametrize("ledger", ["sqlite", "postgres"])
+def test_one_session_per_endpoint_at_a_time(ledger: str, tmp_path, request) -> None:
+    """Loads of one endpoint never interleave (a backfill runs several): the second waits for the first."""
+    import threading
+    import time
+
+    from frankli_sync.connections import make_engine
+    from frankli_sync.sinks.scim_sink import endpoint_lock
+
+    url = request.getfixturevalue("postgres_url") if ledger == "postgres" else f"sqlite:///{tmp_path / 'staging.db'}"
+    engine = make_engine(url)
+    events: list[str] = []
+    held = threading.Event()
+
+    def first() -> None:
+        with endpoint_lock(engine, "scim:http://frankli.example/v2"):
+            events.append("first in")
+            held.set()
+            time.sleep(0.5)
+            events.append("first out")
+
+    def second() -> None:
+        held.wait(10)
+        with endpoint_lock(engine, "scim:http://frankli.example/v2"):
+            events.append("second in")
+        with endpoint_lock(engine, "scim:http://other.example/v2"):
+            events.append("other endpoint")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    engine.dispose()
+    assert events == ["first in", "first out", "second in", "other endpoint"]
