@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from frankli_sync.errors import SyncStopped
 from frankli_sync.sources.graph import RetryPolicy, retry_after_seconds
@@ -175,8 +175,11 @@ class ScimEndpoint:
             return WriteFailure(None, f"the server answered no user: {_error_detail(result)}")
         return result
 
-    def patch(self, user_id: str, operations: list[dict[str, Any]]) -> WriteFailure | None:
-        """PATCH /Users/{id} with operations `scim2-models` validated first; None when applied."""
+    def patch(self, user_id: str, operations: list[dict[str, Any]]) -> dict[str, Any] | WriteFailure:
+        """PATCH /Users/{id} with operations `scim2-models` validated first; the user as the server now holds it.
+
+        A server answering 204 (no body, as RFC 7644 §3.5.2 allows) is asked for the user with a GET.
+        """
         from scim2_models import PatchOp
 
         model = self.user_model()
@@ -184,7 +187,24 @@ class ScimEndpoint:
         result = self.client.modify(
             model, user_id, patch, check_response_payload=False, raise_scim_errors=False, expected_status_codes=None
         )
-        return _failure(result)
+        failure = _failure(result)
+        if failure is not None:
+            return failure
+        if isinstance(result, dict) and result.get("id") == user_id:
+            return result
+        current = self.read_user(user_id)
+        return current if isinstance(current, dict) else {}  # applied; {}: not read back (the caller lists again)
+
+    def read_user(self, user_id: str) -> dict[str, Any] | WriteFailure:
+        """GET /Users/{id}: the user as the server holds it."""
+        response = self.client.request("GET", f"Users/{quote(user_id, safe='')}")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict) or body.get("id") != user_id:
+            return WriteFailure(response.status_code, f"the user could not be read back: {_error_detail(body)}")
+        return body
 
     def each(self, work: Callable[[T], R], items: Iterable[T]) -> list[R | Exception]:
         """`work` over `items` with at most `concurrency` requests in flight; results in `items`' order.

@@ -71,7 +71,7 @@ class ScimSession:
     def __init__(self, endpoint: ScimEndpoint, ledger: Engine, org_id: int, target: TargetSettings) -> None:
         self.endpoint, self.ledger, self.org_id, self.target = endpoint, ledger, org_id, target
         self._listing: dict[str, dict[str, Any]] | None = None
-        self._stale = False  # written since the listing: read again before answering
+        self._stale = False  # a write's outcome is unknown (the load stopped): read again before answering
         self.discarded = False
         self.snapshot_at: datetime | None = None
         self.attempted = 0
@@ -80,7 +80,8 @@ class ScimSession:
     # --- reading ------------------------------------------------------------------------------
 
     def users(self) -> dict[str, dict[str, Any]]:
-        """SCIM id -> user, as the endpoint holds them now (read again after this session wrote)."""
+        """SCIM id -> user, as the endpoint holds them: the listing, with each user this session wrote as the
+        server answered the write (so the mark after a load costs no second listing)."""
         if self._listing is None or self._stale:
             self._listing = {str(r["id"]): r for r in self.endpoint.list_users(self.target.page_size)}
             self._stale = False
@@ -221,9 +222,9 @@ class ScimSession:
             results = self.endpoint.each(
                 lambda r: self.endpoint.create(create_body(r, names, _manager_id(r.get("manager"), known))), ready
             )
-            self._stale = True
             for record, result in zip(ready, results, strict=True):
                 if isinstance(result, Exception):
+                    self._stale = True
                     continue
                 self.attempted += 1
                 if isinstance(result, WriteFailure):
@@ -231,6 +232,7 @@ class ScimSession:
                     creating.discard(record["external_id"])  # its reports are created without it
                     continue
                 known[record["external_id"]] = str(result["id"])
+                self._written(result)
                 fields = {f: _none(record[f]) for f in (*TEXT_FIELDS, *ENTITY_FIELDS) if f in record}
                 outcome.applied.append(
                     AuditEntry(record["external_id"], record.get("email"), "create", {"fields": fields})
@@ -289,17 +291,27 @@ class ScimSession:
         """`send` each item (concurrently); the accepted ones audited by `audited`, refused ones as failed."""
         if not items:
             return
-        self._stale = True
         results = self.endpoint.each(send, items)
         for item, result in zip(items, results, strict=True):
             if isinstance(result, Exception):  # not answered (the load stops): neither applied nor refused
+                self._stale = True
                 continue
             self.attempted += 1
             if isinstance(result, WriteFailure):
                 outcome.failed.append(_failure(record_of(item) if record_of else item, action, result))
-            elif audited is not None:
+                self._stale = True  # a refused PATCH may have applied part of its operations
+                continue
+            self._written(result)
+            if audited is not None:
                 outcome.applied.append(audited(item))
         raise_first(results)
+
+    def _written(self, resource: Mapping[str, Any]) -> None:
+        """Keep a user as the server answered this session's write (one not read back: list again)."""
+        if not resource.get("id"):
+            self._stale = True
+        elif self._listing is not None:
+            self._listing[str(resource["id"])] = dict(resource)
 
     def _entity_names(self, plan: Plan) -> dict[str, dict[str, str]]:
         """Entity field -> key -> the name to write: Frankli's spelling where a user has it, else the plan's."""
