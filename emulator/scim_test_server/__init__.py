@@ -37,6 +37,7 @@ class Request:
     path: str
     status: int
     body: Any = None
+    query: str = ""
 
 
 @dataclass
@@ -117,7 +118,8 @@ class _Front:
         await self.app(scope, logged_receive, logged_send)
         if b"x-test-client" not in headers:  # the test's own reads and seeds are not the sink's requests
             with self.lock:
-                self.log.append(Request(method, path, status[0] if status else 0, body))
+                query = scope.get("query_string", b"").decode()
+                self.log.append(Request(method, path, status[0] if status else 0, body, query))
 
     async def _cut_short(self, scope: dict[str, Any], receive: Any, send: Any, method: str, path: str) -> None:
         """An empty page that still reports the whole total, as a server whose listing broke off does."""

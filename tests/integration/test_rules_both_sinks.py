@@ -61,6 +61,9 @@ def test_initial_sync_then_a_rerun_writes_nothing(make_tenant, sink: str) -> Non
     assert tenant.report()["basis"]["mode"] == "incremental", tenant.report()["basis"]
     if sink == "scim":
         assert _writes(tenant, since) == [], "a re-run sends no write request at all"
+        reads = tenant.scim.requests[since:]
+        assert not [r for r in reads if "startIndex" in r.query], "nor lists Frankli's users: it probes"
+        assert len(reads) <= 10, [(r.path, r.query) for r in reads]
 
 
 def test_a_cleared_entra_attribute_is_cleared_in_frankli(make_tenant, sink: str) -> None:

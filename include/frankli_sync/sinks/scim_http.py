@@ -77,6 +77,9 @@ class ScimEndpoint:
         self.waited = 0.0
         self._lock = threading.Lock()
         self._user_model: Any = None
+        self._patch_model: Any = None
+        self._model_lock = threading.Lock()
+        self._capabilities: dict[str, Any] | None = None
 
     def close(self) -> None:
         self.http.close()
@@ -84,22 +87,74 @@ class ScimEndpoint:
     # --- discovery and reading ----------------------------------------------------------------
 
     def user_model(self) -> Any:
-        """The server's User model (core + the extensions it declares), from its /Schemas and /ResourceTypes."""
-        if self._user_model is None:
-            self.client.discover()
-            model = self.client.get_resource_model("User")
-            if model is None:
-                raise ScimAccessError(
-                    f"connection {self.conn_id!r}: the server at {self.base_url} declares no User resource type "
-                    "(GET /ResourceTypes): host must be Frankli's SCIM base URL"
-                )
-            self._user_model = model
+        """The server's User model (core + the extensions it declares), from its /Schemas and /ResourceTypes.
+
+        Built once, under a lock: pydantic parses class sources while it builds models, and CPython's
+        parser is not safe to run from several threads at once (the writes run on `concurrency` threads).
+        """
+        with self._model_lock:
+            if self._user_model is None:
+                from scim2_models import PatchOp
+
+                self.client.discover()
+                model = self.client.get_resource_model("User")
+                if model is None:
+                    raise ScimAccessError(
+                        f"connection {self.conn_id!r}: the server at {self.base_url} declares no User resource type "
+                        "(GET /ResourceTypes): host must be Frankli's SCIM base URL"
+                    )
+                self._patch_model = PatchOp[model]
+                self._user_model = model
         return self._user_model
 
+    def capabilities(self) -> dict[str, Any]:
+        """The server's /ServiceProviderConfig as JSON (one request, kept for the session)."""
+        if self._capabilities is None:
+            response = self.client.request("GET", "ServiceProviderConfig")
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            self._capabilities = body if response.status_code == 200 and isinstance(body, dict) else {}
+        return self._capabilities
+
+    def newest(self) -> tuple[int, list[dict[str, Any]]] | None:
+        """The number of users and every user modified at the newest `meta.lastModified`; None if unknowable.
+
+        Two requests: the newest user (``sortBy=meta.lastModified``), then all users modified at or after
+        that instant (ties of a coarse clock). Any write moves the newest instant, a deletion the number.
+        None when the server does not declare sorting and filtering, or its users carry no lastModified.
+        """
+        declared = self.capabilities()
+        if not (declared.get("sort") or {}).get("supported") or not (declared.get("filter") or {}).get("supported"):
+            return None
+        query = {"sortBy": "meta.lastModified", "sortOrder": "descending", "count": 1, "attributes": "id,meta"}
+        first = self._json(self.client.request("GET", "Users", params=query), "GET Users (newest)")
+        total = int(first.get("totalResults", 0))
+        top = [r for r in first.get("Resources") or [] if isinstance(r, dict)]
+        if not top:
+            return (total, []) if total == 0 else None
+        instant = (top[0].get("meta") or {}).get("lastModified")
+        if not instant:
+            return None
+        ties = {"filter": f'meta.lastModified ge "{instant}"', "attributes": "id,meta", "count": self.page_limit()}
+        body = self._json(self.client.request("GET", "Users", params=ties), "GET Users (modified last)")
+        tied = [r for r in body.get("Resources") or [] if isinstance(r, dict)]
+        if int(body.get("totalResults", 0)) != len(tied) or top[0].get("id") not in {r.get("id") for r in tied}:
+            return None  # more ties than one page, or a server whose sort and filter disagree: list instead
+        return total, tied
+
+    def synced_count(self) -> int | None:
+        """Active users linked to an Entra object, counted by the server (None: it cannot filter so)."""
+        if not (self.capabilities().get("filter") or {}).get("supported"):
+            return None
+        query = {"filter": "active eq true and externalId pr", "count": 0}
+        body = self._json(self.client.request("GET", "Users", params=query), "GET Users (synced count)")
+        return int(body["totalResults"]) if "totalResults" in body else None
+
     def page_limit(self) -> int:
-        config = self.client.provider.config
-        limit = getattr(getattr(config, "filter", None), "max_results", None)
-        return int(limit) if limit else 100
+        limit = (self.capabilities().get("filter") or {}).get("maxResults")
+        return int(limit) if isinstance(limit, int) and limit > 0 else 100
 
     def list_users(self, page_size: int) -> list[dict[str, Any]]:
         """Every user, paged with startIndex/count (RFC 7644 §3.4.2.4), proven complete.
@@ -108,7 +163,6 @@ class ScimEndpoint:
         reported; a total that moves, a page that comes back empty early or an id seen twice (an
         offset shifted by a concurrent write) raise `ScimListingIncomplete`.
         """
-        self.user_model()
         count = max(1, min(page_size, self.page_limit()))
         users: dict[str, dict[str, Any]] = {}
         start, total = 1, None
@@ -180,10 +234,8 @@ class ScimEndpoint:
 
         A server answering 204 (no body, as RFC 7644 §3.5.2 allows) is asked for the user with a GET.
         """
-        from scim2_models import PatchOp
-
         model = self.user_model()
-        patch = PatchOp[model].model_validate({"schemas": [PATCH_SCHEMA], "Operations": operations})
+        patch = self._patch_model.model_validate({"schemas": [PATCH_SCHEMA], "Operations": operations})
         result = self.client.modify(
             model, user_id, patch, check_response_payload=False, raise_scim_errors=False, expected_status_codes=None
         )
@@ -220,6 +272,8 @@ class ScimEndpoint:
                 return error
 
         items = list(items)
+        if items:
+            self.user_model()  # discovered before the threads start (see `user_model`)
         if len(items) <= 1 or self.concurrency == 1:
             return [guarded(item) for item in items]
         with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="scim") as pool:

@@ -42,6 +42,7 @@ from frankli_sync.sinks.scim_http import ScimEndpoint, WriteFailure, raise_first
 from frankli_sync.sinks.scim_users import (
     create_body,
     listing_mark,
+    newest_mark,
     part_of_state,
     patch_operations,
     person,
@@ -72,6 +73,7 @@ class ScimSession:
         self.endpoint, self.ledger, self.org_id, self.target = endpoint, ledger, org_id, target
         self._listing: dict[str, dict[str, Any]] | None = None
         self._stale = False  # a write's outcome is unknown (the load stopped): read again before answering
+        self._mark: str | None = None  # the endpoint's mark until this session writes
         self.discarded = False
         self.snapshot_at: datetime | None = None
         self.attempted = 0
@@ -88,7 +90,14 @@ class ScimSession:
         return self._listing
 
     def mark(self) -> str:
-        return listing_mark(self.users().values())
+        """Probed in two requests where the server can sort and filter by `meta.lastModified`, else listed."""
+        if self._mark is None:
+            newest = self.endpoint.newest()
+            if newest is None:
+                self._mark = f"listing:{listing_mark(self.users().values())}"
+            else:
+                self._mark = newest_mark(*newest)
+        return self._mark
 
     def refused_writes(self, run_id: str) -> int:
         query = select(func.count()).where(
@@ -101,6 +110,9 @@ class ScimSession:
         return state_of_listing(self.users().values(), self._archived_by_sync())
 
     def state_of(self, external_ids: Iterable[str], email_keys: Iterable[str]) -> FrankliState:
+        external_ids, email_keys = set(external_ids), set(email_keys)
+        if not external_ids and not email_keys:  # a run nothing changed for: no user to read
+            return FrankliState.empty()
         return part_of_state(self.state(), external_ids, email_keys)
 
     def _archived_by_sync(self) -> dict[str, str | None]:
@@ -127,6 +139,10 @@ class ScimSession:
         self.snapshot_at = snapshot_at  # kept when the session ends well (`ScimSink.session`)
 
     def synced_users(self) -> int:
+        if self._listing is None or self._stale:
+            counted = self.endpoint.synced_count()
+            if counted is not None:
+                return counted
         return sum(1 for r in self.users().values() if r.get("externalId") and r.get("active") is not False)
 
     def audit_counts(self, run_id: str) -> dict[str, int]:
@@ -152,15 +168,16 @@ class ScimSession:
         self, plan: Plan, run_id: str, now: datetime, quarantined: Iterable[AuditEntry] = ()
     ) -> dict[str, int]:
         """Links, creates (managers first), updates and restores, each user's write on its own."""
-        current = self.users()
-        known = {r["externalId"]: sid for sid, r in current.items() if r.get("externalId")}
-        names = self._entity_names(plan)
         outcome = Outcome([], [])
         try:
-            self._apply_links(plan, outcome)
-            self._apply_creates(plan, names, known, outcome)
-            self._apply_updates(plan, names, known, current, outcome)
-            self._apply_restores(plan, outcome)
+            if any(len(f) for f in (plan.links, plan.creates, plan.updates, plan.restores)):
+                current = self.users()
+                known = {r["externalId"]: sid for sid, r in current.items() if r.get("externalId")}
+                names = self._entity_names(plan)
+                self._apply_links(plan, outcome)
+                self._apply_creates(plan, names, known, outcome)
+                self._apply_updates(plan, names, known, current, outcome)
+                self._apply_restores(plan, outcome)
         finally:
             self._audit(run_id, now, outcome, quarantined)
         self._check_failures(outcome)
@@ -224,7 +241,7 @@ class ScimSession:
             )
             for record, result in zip(ready, results, strict=True):
                 if isinstance(result, Exception):
-                    self._stale = True
+                    self._stale, self._mark = True, None
                     continue
                 self.attempted += 1
                 if isinstance(result, WriteFailure):
@@ -294,12 +311,12 @@ class ScimSession:
         results = self.endpoint.each(send, items)
         for item, result in zip(items, results, strict=True):
             if isinstance(result, Exception):  # not answered (the load stops): neither applied nor refused
-                self._stale = True
+                self._stale, self._mark = True, None
                 continue
             self.attempted += 1
             if isinstance(result, WriteFailure):
                 outcome.failed.append(_failure(record_of(item) if record_of else item, action, result))
-                self._stale = True  # a refused PATCH may have applied part of its operations
+                self._stale, self._mark = True, None  # a refused PATCH may have applied part of its operations
                 continue
             self._written(result)
             if audited is not None:
@@ -308,6 +325,7 @@ class ScimSession:
 
     def _written(self, resource: Mapping[str, Any]) -> None:
         """Keep a user as the server answered this session's write (one not read back: list again)."""
+        self._mark = None
         if not resource.get("id"):
             self._stale = True
         elif self._listing is not None:

@@ -164,6 +164,20 @@ def listing_mark(resources: Iterable[Mapping[str, Any]]) -> str:
     return digest.hexdigest()[:32]
 
 
+def newest_mark(total: int, newest: Iterable[Mapping[str, Any]]) -> str:
+    """A digest of the number of users and the users modified last (id, lastModified, version).
+
+    Any write sets its user's `meta.lastModified` to now, making it the newest (or one of the newest,
+    on a clock coarser than the writes); a deletion changes the number. So the digest moves with every
+    write, read in two small requests instead of a listing of every user (`ScimEndpoint.newest`).
+    """
+    seen = sorted(
+        (str(r.get("id")), str((r.get("meta") or {}).get("lastModified")), str((r.get("meta") or {}).get("version")))
+        for r in newest
+    )
+    return hashlib.sha256(dumps({"total": total, "newest": seen}).encode()).hexdigest()[:32]
+
+
 def create_body(record: Mapping[str, Any], names: Mapping[str, Mapping[str, str]], manager: str | None) -> dict:
     """The `POST /Users` body of a planned create (`names`: entity field -> key -> the name to write)."""
     body: dict[str, Any] = {"schemas": [CORE], "userName": record.get("email"), "active": True}
