@@ -209,6 +209,17 @@ class SyncedTenant:
             .values(status="archived", archived_by="admin", archived_at=datetime.now(UTC))
         )
 
+    def rename_in_frankli(self, external_id: str, first_name: str) -> None:
+        """A Frankli admin edits a synced user's first name (the sync does not know of it)."""
+        if self.scim is not None:
+            user = next(u for u in self.scim.users().values() if u.get("externalId") == external_id)
+            self.scim.patch_user(user["id"], [{"op": "replace", "path": "name.givenName", "value": first_name}])
+            return
+        from frankli_sync.sinks.schema import users
+        from sqlalchemy import update
+
+        self.execute(update(users).where(users.c.external_id == external_id).values(first_name=first_name))
+
     def audit(self, run_id: str | None = None) -> list[dict[str, Any]]:
         rows = self.ledger_table("sync_audit") if self.scim is not None else self.table("sync_audit")
         return [r for r in rows if run_id is None or r["run_id"] == run_id]

@@ -191,3 +191,16 @@ def test_a_new_manager_is_set_by_reference(make_tenant, sink: str) -> None:
     tenant.run()
     assert tenant.people()[user["id"]]["manager"] == new_manager
     assert _actions(tenant) == [("update", user["id"])]
+
+
+def test_an_edit_in_frankli_behind_the_sync_is_seen_and_undone(make_tenant, sink: str) -> None:
+    """Nothing changed in Entra, but a synced value changed in Frankli: the mark moves, the run plans in full."""
+    tenant = make_tenant(users=60, seed=29, target=sink)
+    (user,) = _members(tenant, 1)
+    tenant.run()
+    tenant.rename_in_frankli(user["id"], "Edited In Frankli")
+    tenant.run()
+    assert tenant.report()["basis"]["mode"] == "full", "the edit moved the mark"
+    assert tenant.people()[user["id"]]["first_name"] == user["givenName"], "Entra's value is written back"
+    (update,) = [r for r in tenant.audit(tenant.runs[-1].run_id) if r["action"] == "update"]
+    assert update["details"]["changes"] == {"first_name": ["Edited In Frankli", user["givenName"]]}

@@ -8,6 +8,7 @@ from frankli_sync.sinks.scim_users import (
     ENTERPRISE,
     create_body,
     listing_mark,
+    newest_mark,
     part_of_state,
     patch_operations,
     state_of_listing,
@@ -133,3 +134,14 @@ def test_a_missing_typed_entry_is_added_whole_and_an_email_change_renames_the_us
     assert patch_operations({"manager": 1}, {}, JANE, NAMES, None) == [
         {"op": "remove", "path": f"{ENTERPRISE}:manager"}
     ]
+
+
+def test_the_probed_mark_moves_with_a_write_a_deletion_and_a_tie() -> None:
+    newest = [{"id": "a", "meta": {"lastModified": "2026-12-02T08:00:00Z", "version": 'W/"7"'}}]
+    mark = newest_mark(10, newest)
+    assert newest_mark(10, [dict(newest[0])]) == mark
+    assert newest_mark(9, newest) != mark, "a deletion"
+    written = [{"id": "b", "meta": {"lastModified": "2026-12-02T08:00:01Z", "version": 'W/"8"'}}]
+    assert newest_mark(10, written) != mark, "a write makes another user the newest"
+    tie = [*newest, {"id": "c", "meta": {"lastModified": "2026-12-02T08:00:00Z", "version": 'W/"9"'}}]
+    assert newest_mark(10, tie) != mark, "a write in the same instant on a coarse clock"
