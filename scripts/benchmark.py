@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import BIN, REPO, start_emulator
+from demo import BIN, REPO, start_emulator, start_server
 
 RESULTS = REPO / "benchmarks" / "results.md"
 TENANT = "bench"
@@ -254,13 +254,7 @@ class Bench:
 
 def start_scim_server() -> tuple[subprocess.Popen, dict[str, Any]]:
     """The test SCIM server (scim2-server over uvicorn) in a process of its own; its URL and token."""
-    process = subprocess.Popen([str(BIN / "python"), "-m", "scim_test_server"], stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    if "listening on" not in line:
-        process.kill()
-        raise SystemExit(f"the SCIM test server did not start: {line!r}")
-    print(f"· {line}")
+    process, line = start_server("scim_test_server", [], "the SCIM test server")
     url = line.split("listening on ", 1)[1].split(" ", 1)[0]
     return process, {"url": url, "token": line.rsplit("(token ", 1)[1].rstrip(")")}
 

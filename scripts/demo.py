@@ -58,19 +58,21 @@ def demo_env(graph_base_url: str, frankli_db: Path) -> dict[str, str]:
 
 
 def start_emulator(users: int, seed: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "python"), "-m", "graph_emulator", "--users", str(users), "--seed", str(seed), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    args = ["--users", str(users), "--seed", str(seed), "--port", str(free_port())]
+    process, line = start_server("graph_emulator", args, "the Graph emulator")
+    return process, line.split("listening on ", 1)[1].split(" ", 1)[0]
+
+
+def start_server(module: str, args: list[str], what: str) -> tuple[subprocess.Popen, str]:
+    """`python -m <module> <args>` in a process of its own; its first line, which says where it listens."""
+    process = subprocess.Popen([str(BIN / "python"), "-m", module, *args], stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     line = process.stdout.readline().strip()
     if "listening on" not in line:
         process.kill()
-        raise SystemExit(f"the Graph emulator did not start: {line!r}")
+        raise SystemExit(f"{what} did not start: {line!r}")
     print(f"· {line}")
-    return process, line.split("listening on ", 1)[1].split(" ", 1)[0]
+    return process, line
 
 
 def airflow(args: list[str], env: dict[str, str], log: Path) -> float:

@@ -145,17 +145,7 @@ class SyncedTenant:
         return {r["external_id"] or f"email:{r['email']}": dict(r) for r in rows}
 
     def table(self, name: str) -> list[dict[str, Any]]:
-        from frankli_sync.sinks.schema import metadata
-
-        table = metadata.tables[name]
-        engine = self.engine()
-        try:
-            with engine.connect() as connection:
-                if not inspect(connection).has_table(name):
-                    return []  # nothing was ever written: the loads create Frankli's tables, a report never does
-                return [dict(r) for r in connection.execute(select(table).order_by(table.c.id)).mappings()]
-        finally:
-            engine.dispose()
+        return _rows(self.frankli_url, name)
 
     def people(self) -> dict[str, dict[str, Any]]:
         """Frankli's users as either target holds them, keyed by external id (or ``email:<address>``).
@@ -164,25 +154,13 @@ class SyncedTenant:
         the manager's external id, and ``archived`` (True / False). The database and the SCIM
         target answer alike, so one scenario test can check both.
         """
-        from frankli_sync.transform import TEXT_FIELDS
-
         if self.scim is not None:
-            return _scim_people(self.scim.users())
+            from frankli_sync.sinks.scim_users import user_row
+
+            rows = [user_row(r, {}) for r in self.scim.users().values()]
+            return _people(rows, lambda table, value: value)  # SCIM: an entity is its name
         entities = {t: {r["id"]: r["name"] for r in self.table(t)} for t in ("roles", "departments", "sites")}
-        rows = self.table("users")
-        external = {r["id"]: r["external_id"] for r in rows}
-        people = {}
-        for r in rows:
-            person = {f: r[f] for f in TEXT_FIELDS if f != "start_date"}
-            person.update(
-                role=entities["roles"].get(r["role_id"]),
-                department=entities["departments"].get(r["department_id"]),
-                site=entities["sites"].get(r["site_id"]),
-                manager=external.get(r["manager_id"]),
-                archived=r["status"] == "archived",
-            )
-            people[r["external_id"] or f"email:{r['email']}"] = person
-        return people
+        return _people(self.table("users"), lambda table, value: entities[table].get(value))
 
     def add_frankli_user(self, email: str, first_name: str, last_name: str) -> str:
         """A user created in Frankli itself (by an admin, or by Entra's own provisioning): its id there."""
@@ -195,8 +173,7 @@ class SyncedTenant:
     def deactivate_in_frankli(self, external_id: str) -> None:
         """A Frankli admin archives (deactivates) a synced user."""
         if self.scim is not None:
-            user = next(u for u in self.scim.users().values() if u.get("externalId") == external_id)
-            self.scim.patch_user(user["id"], [{"op": "replace", "path": "active", "value": False}])
+            self.scim.patch_user(self._scim_id(external_id), [{"op": "replace", "path": "active", "value": False}])
             return
         from datetime import UTC, datetime
 
@@ -212,13 +189,16 @@ class SyncedTenant:
     def rename_in_frankli(self, external_id: str, first_name: str) -> None:
         """A Frankli admin edits a synced user's first name (the sync does not know of it)."""
         if self.scim is not None:
-            user = next(u for u in self.scim.users().values() if u.get("externalId") == external_id)
-            self.scim.patch_user(user["id"], [{"op": "replace", "path": "name.givenName", "value": first_name}])
+            operation = {"op": "replace", "path": "name.givenName", "value": first_name}
+            self.scim.patch_user(self._scim_id(external_id), [operation])
             return
         from frankli_sync.sinks.schema import users
         from sqlalchemy import update
 
         self.execute(update(users).where(users.c.external_id == external_id).values(first_name=first_name))
+
+    def _scim_id(self, external_id: str) -> str:
+        return next(u["id"] for u in self.scim.users().values() if u.get("externalId") == external_id)
 
     def audit(self, run_id: str | None = None) -> list[dict[str, Any]]:
         rows = self.ledger_table("sync_audit") if self.scim is not None else self.table("sync_audit")
@@ -226,17 +206,7 @@ class SyncedTenant:
 
     def ledger_table(self, name: str) -> list[dict[str, Any]]:
         """A table of the SCIM target's ledger (the staging database)."""
-        from frankli_sync.sinks.schema import metadata
-
-        table = metadata.tables[name]
-        engine = create_engine(f"sqlite:///{self.workdir / 'staging.db'}")
-        try:
-            with engine.connect() as connection:
-                if not inspect(connection).has_table(name):
-                    return []
-                return [dict(r) for r in connection.execute(select(table).order_by(table.c.id)).mappings()]
-        finally:
-            engine.dispose()
+        return _rows(f"sqlite:///{self.workdir / 'staging.db'}", name)
 
     def report(self, run_index: int = -1) -> dict[str, Any]:
         from frankli_sync.report import run_directory
@@ -245,19 +215,33 @@ class SyncedTenant:
         return json.loads((run_directory(self.reports_dir, self.name, run_id) / "report.json").read_text())
 
 
-def _scim_people(resources: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    from frankli_sync.sinks.scim_users import user_row
+def _rows(url: str, name: str) -> list[dict[str, Any]]:
+    """A Frankli-schema table's rows in id order (none when nothing ever created it: a report never does)."""
+    from frankli_sync.sinks.schema import metadata
+
+    table = metadata.tables[name]
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table(name):
+                return []
+            return [dict(r) for r in connection.execute(select(table).order_by(table.c.id)).mappings()]
+    finally:
+        engine.dispose()
+
+
+def _people(rows: list[dict[str, Any]], entity_name: Callable[[str, Any], Any]) -> dict[str, dict[str, Any]]:
+    """Frankli user rows (`users` columns) as `SyncedTenant.people` gives them."""
     from frankli_sync.transform import TEXT_FIELDS
 
-    rows = [user_row(r, {}) for r in resources.values()]
     external = {r["id"]: r["external_id"] for r in rows}
     people = {}
     for r in rows:
         person = {f: r[f] for f in TEXT_FIELDS if f != "start_date"}
         person.update(
-            role=r["role_id"],
-            department=r["department_id"],
-            site=r["site_id"],
+            role=entity_name("roles", r["role_id"]),
+            department=entity_name("departments", r["department_id"]),
+            site=entity_name("sites", r["site_id"]),
             manager=external.get(r["manager_id"]),
             archived=r["status"] == "archived",
         )

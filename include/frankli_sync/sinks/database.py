@@ -291,7 +291,9 @@ def apply_upserts(
             connection, [{"id": r.user_id, "external_id": r.external_id} for r in plan.links.itertuples()], now
         )
         audit += [
-            AuditEntry(r.external_id, r.email, "link", {"kind": r.kind, "old_external_id": _none(r.old_external_id)})
+            AuditEntry(
+                r.external_id, r.email, "link", {"kind": r.kind, "old_external_id": none_if_missing(r.old_external_id)}
+            )
             for r in plan.links.itertuples()
         ]
 
@@ -407,7 +409,7 @@ def _user_values(
     """An updated user's column values for `fields` (entity names as their ids, dates as dates)."""
     values: dict[str, Any] = {}
     for field in fields:
-        value = _none(record.get(field))
+        value = none_if_missing(record.get(field))
         if field in ENTITY_FIELDS:
             values[_column(field)] = keys[ENTITY_FIELDS[field]].get(value) if value is not None else None
         elif field == "start_date":
@@ -480,7 +482,7 @@ _PLAIN_INTEGER = (int, type(None))
 
 
 def _integer(value: Any, table: Table, column: str) -> int | None:
-    value = _none(value)
+    value = none_if_missing(value)
     if value is None or isinstance(value, int):
         return value
     if isinstance(value, float | np.floating) and float(value).is_integer():
@@ -538,7 +540,10 @@ def _set_managers(connection: Connection, plan: Plan, ids: Mapping[str, int], no
     _bulk_update(
         connection,
         [
-            {"id": ids[r["external_id"]], "manager_id": ids.get(r["manager"]) if _none(r["manager"]) else None}
+            {
+                "id": ids[r["external_id"]],
+                "manager_id": ids.get(r["manager"]) if none_if_missing(r["manager"]) else None,
+            }
             for r in rows
             if r["external_id"] in ids and "manager" in r["changes"]
         ],
@@ -560,7 +565,7 @@ def _create_users(
     created earlier in this same list) are written with the rows instead of by a second UPDATE.
     A manager later in the list (only in a cycle) is set afterwards.
     """
-    external_ids = [_none(e) for e in creates["external_id"]]
+    external_ids = [none_if_missing(e) for e in creates["external_id"]]
     managers = column_values(creates["manager"]) if "manager" in creates else [None] * len(creates)
     order = _managers_first_order(external_ids, managers)
     creates = creates.iloc[order].reset_index(drop=True)
@@ -739,8 +744,8 @@ def _count(entries: Iterable[AuditEntry]) -> dict[str, int]:
     return counts
 
 
-def _none(value: Any) -> Any:
-    """pandas' missing values (NaN, NA) as None, so they bind as SQL NULL."""
+def none_if_missing(value: Any) -> Any:
+    """pandas' missing values (NaN, NA) as None, so they bind as SQL NULL (and audit as JSON null)."""
     if value is None or isinstance(value, str | int):  # the common cases, without pandas (NaT is a date)
         return value
     try:

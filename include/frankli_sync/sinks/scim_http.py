@@ -111,10 +111,7 @@ class ScimEndpoint:
         """The server's /ServiceProviderConfig as JSON (one request, kept for the session)."""
         if self._capabilities is None:
             response = self.client.request("GET", "ServiceProviderConfig")
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
+            body = _json_of(response)
             self._capabilities = body if response.status_code == 200 and isinstance(body, dict) else {}
         return self._capabilities
 
@@ -195,10 +192,7 @@ class ScimEndpoint:
     def _json(self, response: Any, what: str) -> dict[str, Any]:
         if response.status_code in (401, 403):
             raise ScimAccessError(self._refused(response.status_code, what))
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        body = _json_of(response)
         if response.status_code != 200 or not isinstance(body, dict):
             raise RuntimeError(
                 f"connection {self.conn_id!r}: {what} answered HTTP {response.status_code}, not a SCIM "
@@ -250,10 +244,7 @@ class ScimEndpoint:
     def read_user(self, user_id: str) -> dict[str, Any] | WriteFailure:
         """GET /Users/{id}: the user as the server holds it."""
         response = self.client.request("GET", f"Users/{quote(user_id, safe='')}")
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        body = _json_of(response)
         if response.status_code != 200 or not isinstance(body, dict) or body.get("id") != user_id:
             return WriteFailure(response.status_code, f"the user could not be read back: {_error_detail(body)}")
         return body
@@ -365,6 +356,14 @@ def raise_first(results: Iterable[object]) -> None:
     for result in results:
         if isinstance(result, Exception):
             raise result
+
+
+def _json_of(response: Any) -> Any:
+    """A response's JSON body, or None when it holds none."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def _path(url: str) -> str:

@@ -35,7 +35,7 @@ from sqlalchemy import Engine, func, select, text
 from frankli_sync.config import TargetSettings
 from frankli_sync.plan import UNMANAGED_REF, FrankliState, Plan
 from frankli_sync.sinks import database
-from frankli_sync.sinks.database import claim_organisation, new_quarantines, write_audit
+from frankli_sync.sinks.database import claim_organisation, new_quarantines, none_if_missing, write_audit
 from frankli_sync.sinks.interface import AuditEntry, OrganisationOwnedElsewhere
 from frankli_sync.sinks.schema import frankli_field_lengths, organisations, sync_audit
 from frankli_sync.sinks.scim_http import ScimEndpoint, WriteFailure, raise_first
@@ -218,7 +218,7 @@ class ScimSession:
                 r["external_id"],
                 r["email"],
                 "link",
-                {"kind": r["kind"], "old_external_id": _none(r.get("old_external_id"))},
+                {"kind": r["kind"], "old_external_id": none_if_missing(r.get("old_external_id"))},
             ),
             outcome,
         )
@@ -231,9 +231,9 @@ class ScimSession:
         creating = {r["external_id"] for r in remaining}
         late: list[dict[str, Any]] = []
         while remaining:
-            ready = [r for r in remaining if _none(r.get("manager")) not in creating or r["manager"] in known]
+            ready = [r for r in remaining if none_if_missing(r.get("manager")) not in creating or r["manager"] in known]
             if not ready:  # a cycle of new users: create them without those managers, set them after
-                ready, late = remaining, [r for r in remaining if _none(r.get("manager")) in creating]
+                ready, late = remaining, [r for r in remaining if none_if_missing(r.get("manager")) in creating]
             ready_ids = {id(r) for r in ready}
             remaining = [r for r in remaining if id(r) not in ready_ids]
             results = self.endpoint.each(
@@ -250,7 +250,7 @@ class ScimSession:
                     continue
                 known[record["external_id"]] = str(result["id"])
                 self._written(result)
-                fields = {f: _none(record[f]) for f in (*TEXT_FIELDS, *ENTITY_FIELDS) if f in record}
+                fields = {f: none_if_missing(record[f]) for f in (*TEXT_FIELDS, *ENTITY_FIELDS) if f in record}
                 outcome.applied.append(
                     AuditEntry(record["external_id"], record.get("email"), "create", {"fields": fields})
                 )
@@ -467,12 +467,8 @@ def _manager_id(value: Any, known: Mapping[str, str]) -> str | None:
 
 def _failure(record: Mapping[str, Any], action: str, failure: WriteFailure) -> AuditEntry:
     return AuditEntry(
-        _none(record.get("external_id")),
-        _none(record.get("email")),
+        none_if_missing(record.get("external_id")),
+        none_if_missing(record.get("email")),
         FAILED,
         {"action": action, "status": failure.status, "detail": failure.detail},
     )
-
-
-def _none(value: Any) -> Any:
-    return None if is_missing(value) else value
