@@ -24,9 +24,12 @@ when the participants exceed a quarter of the tenant; and it replans in full whe
 finds something whose effects reach users outside it (`reaches_outside`): a manager cycle
 through a non-participant, an entity deleted in Frankli brought back.
 
-What an incremental run does not see: changes made in Frankli to users whose Entra data did
-not change (an admin editing a synced field). The next full read (``full_resync_days``)
-reverts them, as every run did before.
+What Frankli tells an incremental run: its mark (`FrankliSession.mark`), read before planning.
+When it differs from the one the record holds (an admin edited a synced field, another tool
+wrote), the run plans in full and undoes the edit. A run with no participant (nothing changed
+in Entra) does not read Frankli at all (`Basis.quiet`: not one request reaches a SCIM
+endpoint), so an edit made in Frankli is undone by the next run with a change in Entra, or by
+the next full read (``full_resync_days``), as Entra's own incremental cycles do.
 """
 
 from __future__ import annotations
@@ -74,9 +77,19 @@ class Basis:
     mode: str
     reason: str = ""
     record_run: str | None = None
+    frankli_read: bool = True  # False: nothing changed in Entra, so Frankli was not read (`quiet`)
 
     def document(self) -> dict[str, Any]:
-        return {"mode": self.mode, "reason": self.reason, "record_run": self.record_run}
+        document: dict[str, Any] = {"mode": self.mode, "reason": self.reason, "record_run": self.record_run}
+        if not self.frankli_read:
+            document["frankli_read"] = False
+        return document
+
+    def quiet(self) -> Basis:
+        """This basis for a run nothing changed for: Frankli is not read, so not a request reaches it."""
+        return dataclasses.replace(
+            self, reason="nothing changed in Entra since the recorded run: Frankli was not read", frankli_read=False
+        )
 
 
 @dataclass(frozen=True)

@@ -324,15 +324,13 @@ def transform(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = 
     """Entra rows → desired Frankli users → the plan against Frankli's current state (read-only)."""
     ctx = RunContext.open(tenant_name, run_id, params)
     with ctx.frankli() as frankli:
-        # Read before the state: a write landing in between moves the mark, and the loads plan again.
-        mark = frankli.mark()
-        planned = compute_plan(ctx, frankli, mark)
+        planned = compute_plan(ctx, frankli)
         frankli.discard()  # planning writes nothing
     document = plan_document(planned.plan, full=ctx.params.dry_run)
     document["basis"] = planned.basis.document()
     ctx.staging.save_document(ctx.tenant.name, run_id, "plan", document)
     if not ctx.params.dry_run:
-        _keep(ctx, planned, mark)
+        _keep(ctx, planned, planned.mark)
     log.info("tenant %s run %s planned %s (%s)", tenant_name, run_id, planned.basis.mode, planned.basis.reason)
     return document["counts"]
 
@@ -346,6 +344,7 @@ class Planned:
     staged: pd.DataFrame
     desired: pd.DataFrame  # aligned with `staged`
     quarantined: list[dict[str, Any]]  # the validation document's entries (carried ones included)
+    mark: str = ""  # Frankli's mark read before its state (a quiet plan: the recorded one, nothing read)
     participants: frozenset[str] | None = None  # incremental: the users the plan is about
     record: pd.DataFrame | None = None  # the record rows, when the plan was kept with them
     kept: bool = False  # read back from `plan_store` (not computed by this task)
@@ -356,7 +355,9 @@ def compute_plan(ctx: RunContext, frankli: FrankliSession, mark: str | None = No
 
     Incremental when validation planned the run so, the record still describes the same run
     and Frankli holds what the sync last left there (`mark`, `frankli_mark`); in full otherwise,
-    or when the subset's plan reaches outside it.
+    or when the subset's plan reaches outside it. The mark is read before the state, so a write
+    landing in between moves it and the loads plan again; a run nothing changed for in Entra
+    reads neither (`incremental.Basis.quiet`).
     """
     ctx.staging.require_complete(ctx.tenant.name, ctx.run_id)
     validation = _validation(ctx)
@@ -364,9 +365,15 @@ def compute_plan(ctx: RunContext, frankli: FrankliSession, mark: str | None = No
     state = ctx.record.state(ctx.tenant.name) or {}
     same_record = recorded.get("record_run") == state.get("run_id")
     if recorded.get("mode") == "incremental" and same_record:
+        basis, focus = Basis(**recorded), _focus(ctx, Basis(**recorded))
+        if mark is None and _quiet(ctx, focus) and state.get("frankli_mark"):
+            basis, unread = basis.quiet(), str(state["frankli_mark"])
+            planned = _plan_incremental(ctx, frankli, validation, basis, focus, unread)
+            if isinstance(planned, Planned):
+                return planned
         mark = mark or frankli.mark()
         if mark == state.get("frankli_mark"):
-            planned = _plan_incremental(ctx, frankli, validation, Basis(**recorded))
+            planned = _plan_incremental(ctx, frankli, validation, basis, focus, mark)
             if isinstance(planned, Planned):
                 return planned
             reason = planned
@@ -380,10 +387,16 @@ def compute_plan(ctx: RunContext, frankli: FrankliSession, mark: str | None = No
         basis = Basis("full", "the record changed since validation")
     else:
         basis = Basis("full", recorded.get("reason") or "validated in full")
-    return _plan_full(ctx, frankli.state(), validation, basis)
+    mark = mark or frankli.mark()
+    return _plan_full(ctx, frankli.state(), validation, basis, mark)
 
 
-def _plan_full(ctx: RunContext, state: FrankliState, validation: Mapping[str, Any], basis: Basis) -> Planned:
+def _quiet(ctx: RunContext, focus: Focus | None) -> bool:
+    """Nothing changed in Entra for this run: no participant (an only_user run always reads its user)."""
+    return focus is not None and not focus.participants and not ctx.params.only_user
+
+
+def _plan_full(ctx: RunContext, state: FrankliState, validation: Mapping[str, Any], basis: Basis, mark: str) -> Planned:
     staged = staged_users(ctx, ctx.run_id)
     quarantined = {q["object_id"] for q in validation["quarantined"] if q.get("object_id")}
     desired = desired_users(staged, ctx.tenant.mapping, ctx.tenant.scope, quarantined)
@@ -398,22 +411,27 @@ def _plan_full(ctx: RunContext, state: FrankliState, validation: Mapping[str, An
     deleted = frozenset(ctx.staging.removed_ids(ctx.tenant.name, ctx.run_id))
     options = PlanOptions(mapping=ctx.tenant.mapping, only_user=ctx.params.only_user, deleted_ids=deleted)
     plan = plan_user_changes(desired, state, options, previous=previous)
-    return Planned(plan, basis, staged, desired, validation["quarantined"])
+    return Planned(plan, basis, staged, desired, validation["quarantined"], mark)
 
 
 def _plan_incremental(
-    ctx: RunContext, frankli: FrankliSession, validation: Mapping[str, Any], basis: Basis
+    ctx: RunContext,
+    frankli: FrankliSession,
+    validation: Mapping[str, Any],
+    basis: Basis,
+    focus: Focus | None,
+    mark: str,
 ) -> Planned | str:
     """The plan of the participants, against the part of Frankli they can meet; or why to plan in full."""
     name, tenant = ctx.tenant.name, ctx.tenant
-    focus = _focus(ctx, basis)
     if focus is None:
         return f"the changes touch over {incremental.MAX_SHARE:.0%} of the tenant"
     own = focus.desired
     emails = own["email"] if "email" in own else own["upn_key"]
     keys = set(own["upn_key"].dropna()) | set(email_key(emails).dropna())
     keys |= {email_fold_of(v) for v in emails.dropna()} - {None}
-    state = frankli.state_of(focus.participants | focus.context, keys)
+    # A quiet run has no participant: nothing of Frankli to meet, and nothing read.
+    state = frankli.state_of(focus.participants | focus.context, keys) if basis.frankli_read else FrankliState.empty()
     linked = set(state.users["external_id"].dropna()) - focus.participants
     context = ctx.staging.rows_of(name, ctx.run_id, focus.context | linked)
     known = ctx.record.rows(name, context["object_id"].dropna())
@@ -437,6 +455,7 @@ def _plan_incremental(
         focus.staged,
         desired.iloc[:mine].reset_index(drop=True),
         validation["quarantined"],
+        mark,
         participants=focus.participants,
     )
 
@@ -484,11 +503,19 @@ def _keep(ctx: RunContext, planned: Planned, mark: str) -> None:
         log.warning("tenant %s run %s: plan not kept (%s); the loads plan again", ctx.tenant.name, ctx.run_id, error)
 
 
-def load_plan(ctx: RunContext, frankli: FrankliSession, mark: str, after_upserts: bool) -> Planned:
-    """The transform's kept plan when the evidence holds that it is still this run's plan; else a new one."""
-    kept = ctx.plans.load(ctx.tenant.name, ctx.run_id, plan_key(ctx, mark), after_upserts)
-    if kept is None:
-        return compute_plan(ctx, frankli, mark)
+def load_plan(ctx: RunContext, frankli: FrankliSession, after_upserts: bool) -> Planned:
+    """The transform's kept plan when the evidence holds that it is still this run's plan; else a new one.
+
+    A quiet plan (nothing changed in Entra, Frankli not read) is kept under the recorded mark and needs no
+    read to hold: it writes nothing. Any other needs Frankli's mark now to equal the one it was planned at.
+    """
+    mark = (ctx.record.state(ctx.tenant.name) or {}).get("frankli_mark")
+    kept = ctx.plans.load(ctx.tenant.name, ctx.run_id, plan_key(ctx, mark), after_upserts) if mark else None
+    if kept is None or kept.basis.get("frankli_read") is not False:
+        mark = frankli.mark()
+        kept = ctx.plans.load(ctx.tenant.name, ctx.run_id, plan_key(ctx, mark), after_upserts)
+        if kept is None:
+            return compute_plan(ctx, frankli, mark)
     nothing = pd.DataFrame()
     return Planned(
         kept.plan,
@@ -496,6 +523,7 @@ def load_plan(ctx: RunContext, frankli: FrankliSession, mark: str, after_upserts
         staged=nothing,
         desired=nothing,
         quarantined=_validation(ctx)["quarantined"],
+        mark=mark,
         participants=kept.participants,
         record=kept.record,
         kept=True,
@@ -531,13 +559,13 @@ def load_upserts(tenant_name: str, run_id: str, params: Mapping[str, Any] | None
         newer = _superseded_by(ctx, frankli)
         if newer:
             return newer
-        before = frankli.mark()
-        planned = load_plan(ctx, frankli, before, after_upserts=False)
+        planned = load_plan(ctx, frankli, after_upserts=False)
+        before = planned.mark
         planned_at = time.monotonic()
         counts = frankli.apply_upserts(planned.plan, run_id, ctx.clock(), quarantined=_quarantine_entries(ctx, planned))
         if not ctx.params.only_user:
             frankli.record_applied_snapshot(ctx.clock())
-        after = _recorded_mark(frankli, run_id, frankli.mark())
+        after = _mark_after(frankli, run_id, planned)
     ctx.record.advance_mark(ctx.tenant.name, before, after)
     ctx.plans.applied(ctx.tenant.name, run_id, after if planned.kept else None)
     if not ctx.params.only_user:
@@ -616,10 +644,9 @@ def _archive(
         newer = _superseded_by(ctx, frankli)
         if newer:
             return newer
-        before = frankli.mark()
-        planned = load_plan(ctx, frankli, before, after_upserts=True)
-        plan = planned.plan
-        guard = archive_guard(ctx, len(plan.archives), frankli.synced_users())
+        planned = load_plan(ctx, frankli, after_upserts=True)
+        before, plan = planned.mark, planned.plan
+        guard = archive_guard(ctx, len(plan.archives), frankli.synced_users)
         if guard["blocked"] and approved is not None:
             guard = _approved(guard, approval.archive_digest(plan.archives), *approved)
         log.info(task_log.load_line(tenant_name, "load_archives", {}, guard))
@@ -634,7 +661,7 @@ def _archive(
         if guard["blocked"]:
             raise DeletionGuardTriggered(guard["message"])
         archived = frankli.apply_archives(plan.archives, run_id, ctx.clock())
-        after = _recorded_mark(frankli, run_id, frankli.mark())
+        after = _mark_after(frankli, run_id, planned)
     if ctx.params.only_user:
         ctx.record.advance_mark(ctx.tenant.name, before, after)
     else:
@@ -650,12 +677,16 @@ def _archive(
     return {"archive": archived}
 
 
-def _recorded_mark(frankli: FrankliSession, run_id: str, mark: str) -> str:
+def _mark_after(frankli: FrankliSession, run_id: str, planned: Planned) -> str:
     """The mark to record after a load: one no read matches when the target refused some of this run's writes.
 
     The next run then plans in full and tries those users again; an incremental run would plan only the
-    users Entra changed since, and leave a refused user waiting for the next full run.
+    users Entra changed since, and leave a refused user waiting for the next full run. A quiet plan wrote
+    nothing to Frankli and did not read it: the mark stays the recorded one.
     """
+    if not planned.basis.frankli_read:
+        return planned.mark
+    mark = frankli.mark()
     return f"{mark}-refused" if frankli.refused_writes(run_id) else mark
 
 
@@ -721,8 +752,11 @@ def _superseded_by(ctx: RunContext, frankli: FrankliSession) -> dict[str, Any] |
     return {"superseded": True, "snapshot_at": mine.isoformat(), "applied_snapshot_at": applied.isoformat()}
 
 
-def archive_guard(ctx: RunContext, to_archive: int, synced_users: int) -> dict[str, Any]:
+def archive_guard(ctx: RunContext, to_archive: int, count_synced: Callable[[], int]) -> dict[str, Any]:
     """Decide whether this run may archive `to_archive` users (DESIGN §2 Safety).
+
+    `count_synced` counts the organisation's synced users (a request to a SCIM endpoint): asked only
+    when there is someone to archive.
 
     The thresholds only limit the damage of a mistake; the override may only be suggested when
     the read was proven complete (its extract recorded the evidence). Otherwise the message says
@@ -732,12 +766,9 @@ def archive_guard(ctx: RunContext, to_archive: int, synced_users: int) -> dict[s
     record = ctx.staging.extraction(ctx.tenant.name, ctx.run_id) or {}
     staged_count = ctx.staging.staged_count(ctx.tenant.name, ctx.run_id)
     last = ctx.staging.last_synced(ctx.tenant.name, ctx.run_id)
-    limit = min(thresholds.max_archive_count, math.floor(thresholds.max_archive_share * synced_users))
     proven = bool(record.get("completeness"))
     status: dict[str, Any] = {
         "to_archive": to_archive,
-        "limit": limit,
-        "synced_users": synced_users,
         "staged_users": staged_count,
         "last_synced_users": last[1] if last else None,
         "read_complete": proven,
@@ -749,6 +780,9 @@ def archive_guard(ctx: RunContext, to_archive: int, synced_users: int) -> dict[s
     }
     if to_archive == 0:
         return status
+    synced_users = count_synced()
+    limit = min(thresholds.max_archive_count, math.floor(thresholds.max_archive_share * synced_users))
+    status.update(limit=limit, synced_users=synced_users)
     if staged_count == 0:
         status.update(blocked=True, message="the extract returned no users; archiving nobody")
         return status

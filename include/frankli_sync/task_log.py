@@ -51,7 +51,9 @@ def validate_line(
 def load_line(tenant: str, task: str, counts: Mapping[str, int], guard: Mapping[str, Any] | None = None) -> str:
     written = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()) if v) or "nothing to change"
     line = f"{task} of tenant {tenant}: {written}"
-    if guard is not None:
+    if guard is not None and not guard.get("to_archive"):
+        line += "; deletion guard: nothing to archive"
+    elif guard is not None:
         line += (
             f"; deletion guard: {guard.get('to_archive')} to archive, limit {guard.get('limit')} "
             f"of {guard.get('synced_users')} synced users, {guard.get('staged_users')} staged "
