@@ -18,6 +18,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 TOKEN = "scim-test-token"  # noqa: S105 - a test server's token
+# A schema extension such as a Frankli endpoint may declare for what the standard User schemas lack.
+FRANKLI_EXTENSION = "urn:ietf:params:scim:schemas:extension:frankli:2.0:User"
 COUNTS_PATH = "/_test/requests"  # GET: the requests answered so far, by method (not itself counted)
 
 
@@ -50,6 +52,7 @@ class _Front:
     throttle: Throttle = field(default_factory=Throttle)
     refused: set[str] = field(default_factory=set)  # userNames whose POST is answered 400
     listing_ends_after: int | None = None  # GET /Users pages starting later come back empty (a listing cut short)
+    lost_answers: int = 0  # the next POSTs the server applies are answered 502 (the answer lost on the way back)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -115,7 +118,23 @@ class _Front:
                 status.append(int(message["status"]))
             await send(message)
 
-        await self.app(scope, logged_receive, logged_send)
+        if method == "POST" and self.lost_answers > 0:  # applied by the server, the client hears a gateway error
+            held: list[dict[str, Any]] = []
+
+            async def hold(message: dict[str, Any]) -> None:
+                held.append(message)
+
+            await self.app(scope, logged_receive, hold)
+            applied = int(held[0]["status"]) < 300 if held else False
+            with self.lock:
+                lose, self.lost_answers = applied and self.lost_answers > 0, self.lost_answers - applied
+            if lose:
+                await self._answer(send, 502, {"status": "502", "detail": "bad gateway"}, method, path, sent=body)
+                return
+            for message in held:  # not applied (a 409, say): answered as the server answered
+                await logged_send(message)
+        else:
+            await self.app(scope, logged_receive, logged_send)
         if b"x-test-client" not in headers:  # the test's own reads and seeds are not the sink's requests
             with self.lock:
                 query = scope.get("query_string", b"").decode()
@@ -160,13 +179,13 @@ class _Front:
 class ScimTestServer:
     """scim2-server with in-memory storage on 127.0.0.1 (a free port); `base_url` ends in /v2."""
 
-    def __init__(self, token: str = TOKEN, port: int = 0) -> None:
+    def __init__(self, token: str = TOKEN, port: int = 0, start_date: bool = False) -> None:
+        """`start_date`: the User resource type also declares `FRANKLI_EXTENSION` with a ``startDate``."""
         from scim2_server.applications.asgi import ASGIApplication
         from scim2_server.memory import AsyncInMemoryStorage
-        from scim2_server.utils import load_default_provider
 
         self.token = token
-        self.front = _Front(ASGIApplication(AsyncInMemoryStorage(), load_default_provider()), token)
+        self.front = _Front(ASGIApplication(AsyncInMemoryStorage(), _provider(start_date)), token)
         self.port = port
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -231,6 +250,11 @@ class ScimTestServer:
         with self.front.lock:
             self.front.listing_ends_after = position
 
+    def lose_answers(self, count: int) -> None:
+        """Answer the next `count` POSTs the server applies with 502, as when the answer is lost on the way back."""
+        with self.front.lock:
+            self.front.lost_answers = count
+
     def refuse(self, *user_names: str) -> None:
         """Answer a POST of these userNames with 400 (a value Frankli rejects)."""
         with self.front.lock:
@@ -271,3 +295,41 @@ class ScimTestServer:
                 json={"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": operations},
             )
         assert response.status_code in (200, 204), response.text
+
+
+def _provider(start_date: bool) -> Any:
+    """scim2-server's default schemas and resource types, with the Frankli extension when asked."""
+    from scim2_models import ResourceType, Schema, ScimProvider
+    from scim2_server.utils import (
+        load_default_provider,
+        load_default_resource_types,
+        load_default_schemas,
+        load_default_service_provider_config,
+    )
+
+    if not start_date:
+        return load_default_provider()
+    schemas = dict(load_default_schemas())
+    schemas[FRANKLI_EXTENSION] = Schema.model_validate(
+        {
+            "id": FRANKLI_EXTENSION,
+            "name": "FrankliUser",
+            "description": "Frankli user",
+            "attributes": [
+                {
+                    "name": "startDate",
+                    "type": "dateTime",
+                    "multiValued": False,
+                    "required": False,
+                    "mutability": "readWrite",
+                    "returned": "default",
+                    "uniqueness": "none",
+                }
+            ],
+        }
+    )
+    types = dict(load_default_resource_types())
+    user = types["User"].model_dump(by_alias=True, exclude_none=True)
+    user["schemaExtensions"] = [*user.get("schemaExtensions", []), {"schema": FRANKLI_EXTENSION, "required": False}]
+    types["User"] = ResourceType.model_validate(user)
+    return ScimProvider.from_discovery(schemas.values(), types.values(), config=load_default_service_provider_config())

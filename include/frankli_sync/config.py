@@ -58,7 +58,16 @@ SOURCE_KINDS = ("graph", "csv")
 TARGET_KINDS = ("database", "scim")
 # Frankli fields the SCIM API has no attribute for: a SCIM tenant does not sync them (README, rules table).
 SCIM_UNWRITABLE = ("start_date",)
-SCIM_SETTINGS = ("concurrency", "page_size", "max_failure_share", "max_retry_after_seconds", "max_retry_seconds")
+SCIM_SETTINGS = (
+    "concurrency",
+    "page_size",
+    "max_failure_share",
+    "max_retry_after_seconds",
+    "max_retry_seconds",
+    "start_date_attribute",
+)
+# An extension attribute's full name: the schema URN, a colon, the attribute (RFC 7644 §3.10).
+EXTENSION_ATTRIBUTE = re.compile(r"^urn:[A-Za-z0-9][A-Za-z0-9-]{0,31}:[^\s\"]+:([A-Za-z][A-Za-z0-9_-]*)$")
 DEFAULT_REPORT_RETENTION_DAYS = 90
 DEFAULT_SCHEDULE = "@daily"
 # A tenant list is a few KiB; anything past this is refused before it is read.
@@ -185,7 +194,10 @@ class TargetSettings:
     - ``page_size`` (>= 1): users per page of the ``GET /Users`` listing (the server may cap it lower);
     - ``max_failure_share`` (0-1): the share of one load's user writes the API may refuse before the
       task fails (below it, each refused user is audited and reported, and the next run tries again);
-    - ``max_retry_after_seconds`` / ``max_retry_seconds``: as a Graph source's (same defaults, same caps).
+    - ``max_retry_after_seconds`` / ``max_retry_seconds``: as a Graph source's (same defaults, same caps);
+    - ``start_date_attribute``: the attribute of the endpoint's own schema extension that holds the start
+      date (``urn:…:User:startDate``); without it a SCIM tenant does not sync ``start_date`` (the
+      standard User schemas have no such attribute). The sink checks the endpoint declares it.
     """
 
     kind: str
@@ -196,6 +208,7 @@ class TargetSettings:
     max_failure_share: float = 0.02
     max_retry_after_seconds: int = 300
     max_retry_seconds: int = 1800
+    start_date_attribute: str | None = None
 
 
 @dataclass(frozen=True)
@@ -559,7 +572,20 @@ def _target(raw: Any, where: str) -> TargetSettings:
             data.get("max_failure_share", defaults.max_failure_share), f"{where}.max_failure_share"
         ),
         **_retry_limits(data, defaults, where),
+        start_date_attribute=_extension_attribute(data.get("start_date_attribute"), f"{where}.start_date_attribute"),
     )
+
+
+def _extension_attribute(raw: Any, where: str) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not EXTENSION_ATTRIBUTE.match(raw):
+        raise ConfigError(
+            f"{where}: {raw!r} is not an extension attribute's full name; give the schema URN your Frankli "
+            "endpoint lists under /Schemas, a colon and the attribute, e.g. "
+            "'urn:ietf:params:scim:schemas:extension:frankli:2.0:User:startDate'"
+        )
+    return raw
 
 
 def _scim_mapping(
@@ -569,13 +595,16 @@ def _scim_mapping(
     if target.kind != "scim":
         return mapping
     named = set(raw or {}) if isinstance(raw, dict) else set()
-    for name in SCIM_UNWRITABLE:
+    unwritable = () if target.start_date_attribute else SCIM_UNWRITABLE
+    for name in unwritable:
         if name in named:
             raise ConfigError(
-                f"{where}.mapping.{name}: Frankli's SCIM API has no attribute for {name}, so a SCIM target "
-                f"cannot sync it; remove mapping.{name} (or use a database target)"
+                f"{where}.mapping.{name}: the standard SCIM User schemas have no attribute for {name}, so a SCIM "
+                f"target syncs it only into the attribute of your endpoint's schema extension that holds it: set "
+                f"{where}.target.start_date_attribute to it (the endpoint's /Schemas list it), or remove "
+                f"mapping.{name}"
             )
-    return {name: rule for name, rule in mapping.items() if name not in SCIM_UNWRITABLE}
+    return {name: rule for name, rule in mapping.items() if name not in unwritable}
 
 
 def _scope(raw: Any, where: str) -> ScopeSettings:

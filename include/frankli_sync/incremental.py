@@ -26,10 +26,10 @@ through a non-participant, an entity deleted in Frankli brought back.
 
 What Frankli tells an incremental run: its mark (`FrankliSession.mark`), read before planning.
 When it differs from the one the record holds (an admin edited a synced field, another tool
-wrote), the run plans in full and undoes the edit. A run with no participant (nothing changed
-in Entra) does not read Frankli at all (`Basis.quiet`: not one request reaches a SCIM
-endpoint), so an edit made in Frankli is undone by the next run with a change in Entra, or by
-the next full read (``full_resync_days``), as Entra's own incremental cycles do.
+wrote), the run plans in full and undoes the edit. Over SCIM, a run with no participant
+(nothing changed in Entra) does not read Frankli at all (`Basis.quiet`: not one request reaches
+the endpoint), so there an edit made in Frankli is undone by the next run with a change in
+Entra, or by the next full read (``full_resync_days``), as Entra's own incremental cycles do.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ import pytest
 from scim_test_server import ScimTestServer
 from synced_tenant import valid_leaves
 
+CORE = "urn:ietf:params:scim:schemas:core:2.0:User"
+
 pytestmark = pytest.mark.integration
 
 
@@ -81,6 +83,38 @@ def test_throttling_is_waited_out_and_a_day_long_retry_after_stops_the_load(make
     assert all(tenant.people()[u["id"]]["role"] == "Night Shift Lead" for u in moved)
 
 
+def test_a_create_whose_answer_was_lost_is_not_made_twice_nor_reported_failed(make_tenant) -> None:
+    """The server applied three POSTs but the answers came back 502: the retries meet 409 (the userName is
+    taken) and find the user carrying the very Entra object id they sent, so each counts as created once."""
+    tenant = make_tenant(users=40, seed=36, target="scim")
+    tenant.scim.lose_answers(3)
+    tenant.run()
+    posts = [r for r in tenant.scim.requests if r.method == "POST"]
+    lost = [r.body["userName"] for r in posts if r.status == 502]
+    assert len(lost) == 3
+    assert sorted(r.body["userName"] for r in posts if r.status == 409) == sorted(lost)
+    assert [a for a in tenant.audit() if a["action"] == "failed"] == []
+    created = [a["external_id"] for a in tenant.audit() if a["action"] == "create"]
+    assert len(created) == len(set(created)) == len(tenant.people()) == len(tenant.scim.users())
+    assert tenant.report()["counts"].get("failed") is None
+
+
+def test_a_409_for_someone_else_holding_the_username_stays_a_conflict() -> None:
+    from frankli_sync.sinks.scim_http import ScimEndpoint, WriteFailure
+    from frankli_sync.sources.graph import RetryPolicy
+
+    with ScimTestServer() as server:
+        server.add_user({"userName": "taken@contoso.example", "externalId": "another-object", "active": True})
+        endpoint = ScimEndpoint("frankli_test", server.base_url, server.token, RetryPolicy(), concurrency=1)
+        try:
+            body = {"schemas": [CORE], "userName": "taken@contoso.example", "externalId": "this-object"}
+            result = endpoint.create(body)
+        finally:
+            endpoint.close()
+        assert isinstance(result, WriteFailure) and result.status == 409, result
+        assert [u["externalId"] for u in server.users().values()] == ["another-object"]
+
+
 def test_refused_writes_are_audited_and_a_high_share_fails_the_load(make_tenant) -> None:
     tenant = make_tenant(users=60, seed=32, target="scim", target_settings={"max_failure_share": 0.05})
     leaves = [tenant.directory.get_user(i) for i in valid_leaves(tenant.directory)]
@@ -132,7 +166,9 @@ def test_two_sources_on_one_endpoint_the_second_stops(make_tenant, monkeypatch) 
     before = first.people()
     since = len(first.scim.requests)
     second.run(expect="failed")
-    assert "is synced from 'test-tenant'" in _failed_task(second, "transform")["message"]
+    message = _failed_task(second, "transform")["message"]
+    assert "is synced from 'test-tenant'" in message and "tenant second" in message
+    assert "the sync's ledger in the staging database" in message, "where the owner is recorded, for SCIM"
     assert first.people() == before
     assert [r for r in first.scim.requests[since:] if r.method != "GET"] == []
 
@@ -188,3 +224,57 @@ def test_one_session_per_endpoint_at_a_time(ledger: str, tmp_path, request) -> N
         thread.join(30)
     engine.dispose()
     assert events == ["first in", "first out", "second in", "other endpoint"]
+
+
+START_DATE = "urn:ietf:params:scim:schemas:extension:frankli:2.0:User:startDate"
+
+
+def _own_server(tenant: Any, monkeypatch: pytest.MonkeyPatch, server: ScimTestServer) -> None:
+    """Point the tenant at `server` instead of the one `make_tenant` started."""
+    tenant.scim.stop()
+    tenant.scim = server
+    monkeypatch.setenv(f"AIRFLOW_CONN_FRANKLI_{tenant.name.upper()}", json.dumps(server.connection()))
+
+
+def test_the_start_date_goes_into_the_extension_attribute_the_endpoint_declares(make_tenant, monkeypatch) -> None:
+    from scim_test_server import FRANKLI_EXTENSION
+
+    settings = {"start_date_attribute": START_DATE}
+    tenant = make_tenant(users=40, seed=37, target="scim", target_settings=settings)
+    with ScimTestServer(start_date=True) as server:
+        _own_server(tenant, monkeypatch, server)
+        one, two = (tenant.directory.get_user(i) for i in valid_leaves(tenant.directory)[:2])
+        assert one.get("employeeHireDate") and two.get("employeeHireDate")
+        tenant.run()
+        stored = server.users()
+        assert stored[one["userPrincipalName"]][FRANKLI_EXTENSION]["startDate"][:10] == one["employeeHireDate"][:10]
+        posts = [r.body for r in server.requests if r.method == "POST"]
+        assert all(FRANKLI_EXTENSION in b["schemas"] for b in posts if FRANKLI_EXTENSION in b)
+        assert sum(FRANKLI_EXTENSION in b for b in posts) >= len(posts) - 5, "nearly everyone has a hire date"
+
+        tenant.directory.update_user(one["id"], employeeHireDate=None)
+        tenant.directory.update_user(two["id"], employeeHireDate="2024-02-29T00:00:00Z")
+        since = len(server.requests)
+        tenant.run()
+        operations = [r.body["Operations"] for r in server.requests[since:] if r.method == "PATCH"]
+        assert sorted(operations, key=str) == [
+            [{"op": "remove", "path": START_DATE}],
+            [{"op": "replace", "path": START_DATE, "value": "2024-02-29T00:00:00Z"}],
+        ]
+        stored = server.users()
+        assert "startDate" not in (stored[one["userPrincipalName"]].get(FRANKLI_EXTENSION) or {})
+        assert stored[two["userPrincipalName"]][FRANKLI_EXTENSION]["startDate"].startswith("2024-02-29")
+
+        since = len(server.requests)
+        tenant.run()
+        assert server.requests[since:] == [], "a start date written is read back equal: no request"
+
+
+def test_a_start_date_attribute_the_endpoint_does_not_declare_stops_before_writing(make_tenant) -> None:
+    settings = {"start_date_attribute": START_DATE}
+    tenant = make_tenant(users=30, seed=38, target="scim", target_settings=settings)  # standard schemas only
+    tenant.run(expect="failed")
+    message = _failed_task(tenant, "load_upserts")["message"]
+    assert "target.start_date_attribute" in message and START_DATE in message and "nothing was written" in message
+    assert [r for r in tenant.scim.requests if r.method != "GET"] == []
+    assert tenant.scim.users() == {}

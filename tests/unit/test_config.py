@@ -397,12 +397,26 @@ def test_scim_target_takes_its_settings_and_drops_what_scim_cannot_hold() -> Non
 def test_scim_target_refuses_a_mapped_start_date_and_wild_settings() -> None:
     raw = _scim_tenant()
     raw["tenants"][0]["mapping"] = {"start_date": {"from": "employeeHireDate"}}
-    assert "SCIM API has no attribute for start_date" in fails_naming(raw, "tenants[0].mapping.start_date")
+    message = fails_naming(raw, "tenants[0].mapping.start_date")
+    assert "no attribute for start_date" in message and "tenants[0].target.start_date_attribute" in message
     fails_naming(_scim_tenant(concurrency=0), "tenants[0].target.concurrency")
     fails_naming(_scim_tenant(concurrency=65), "tenants[0].target.concurrency")
     database = _scim_tenant(concurrency=4)
     database["tenants"][0]["target"]["kind"] = "database"
     fails_naming(database, "tenants[0].target")  # SCIM settings mean nothing to a database
+
+
+def test_scim_start_date_is_synced_only_into_a_named_extension_attribute() -> None:
+    attribute = "urn:ietf:params:scim:schemas:extension:frankli:2.0:User:startDate"
+    raw = _scim_tenant(start_date_attribute=attribute)
+    raw["tenants"][0]["mapping"] = {"start_date": {"from": "employeeHireDate", "on": "create"}}
+    tenant = parse_config(raw).tenant("contoso")
+    assert tenant.target.start_date_attribute == attribute
+    assert tenant.mapping["start_date"].on == "create"
+    assert "start_date" in parse_config(_scim_tenant(start_date_attribute=attribute)).tenant("contoso").mapping
+    for wrong in ("startDate", "urn:x", 'urn:ietf:params:scim "x":startDate', 7):
+        message = fails_naming(_scim_tenant(start_date_attribute=wrong), "tenants[0].target.start_date_attribute")
+        assert "/Schemas" in message
 
 
 def test_csv_source_path_is_relative_to_the_config_file(tmp_path) -> None:

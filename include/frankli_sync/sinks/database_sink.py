@@ -71,6 +71,7 @@ class DatabaseSink:
     """The Frankli database behind an Airflow connection (`conn_id`); an engine per session, closed after."""
 
     kind = "database"
+    reads_when_nothing_changed = True
 
     def __init__(self, conn_id: str) -> None:
         self.conn_id = conn_id

@@ -35,8 +35,10 @@ class AuditEntry:
 class OrganisationOwnedElsewhere(SyncStopped):
     """The organisation is synced from another source; this run must not write to it."""
 
-    def __init__(self, organisation: str, recorded: str, incoming: str) -> None:
+    def __init__(self, organisation: str, recorded: str, incoming: str, where: str = "") -> None:
         self.organisation, self.recorded, self.incoming = organisation, recorded, incoming
+        # Where the owner is recorded, for the one who may move it (the database's own organisations table).
+        self.where = where or f"organisations.source of {organisation!r} in Frankli's database"
         super().__init__(
             f"Frankli organisation {organisation!r} is synced from {recorded!r}; this run reads {incoming!r}. "
             "Nothing was written."
@@ -101,6 +103,10 @@ class FrankliSink(Protocol):
     """A Frankli target of one tenant."""
 
     kind: str
+    # Whether a run with nothing changed in Entra still reads the organisation's mark, to see an edit made in
+    # Frankli at once: the database's one query, yes; a SCIM endpoint's requests, no (the next run with a
+    # change in Entra, or a full read, sees it). `incremental.Basis.quiet`.
+    reads_when_nothing_changed: bool
 
     def session(self, organisation: str, source: str | None) -> AbstractContextManager[FrankliSession]:
         """The organisation locked and in one transaction; `source` is checked against the one it records

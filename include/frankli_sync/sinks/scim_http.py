@@ -107,6 +107,23 @@ class ScimEndpoint:
                 self._user_model = model
         return self._user_model
 
+    def declared_type(self, full_name: str) -> str | None:
+        """The type the server declares for an extension attribute (``urn:…:startDate``) of its users.
+
+        None unless the User resource type carries that extension (GET /ResourceTypes/User) and the
+        extension's schema (GET /Schemas/{urn}) has the attribute (names compare case-insensitively).
+        """
+        schema, _, name = full_name.rpartition(":")
+        user_type = _json_of(self.client.request("GET", "ResourceTypes/User"))
+        extensions = user_type.get("schemaExtensions") if isinstance(user_type, dict) else None
+        if schema not in {e.get("schema") for e in extensions or () if isinstance(e, dict)}:
+            return None
+        declared = _json_of(self.client.request("GET", f"Schemas/{quote(schema, safe=':')}"))
+        for attribute in declared.get("attributes") or () if isinstance(declared, dict) else ():
+            if isinstance(attribute, dict) and str(attribute.get("name", "")).lower() == name.lower():
+                return str(attribute.get("type") or "string")
+        return None
+
     def capabilities(self) -> dict[str, Any]:
         """The server's /ServiceProviderConfig as JSON (one request, kept for the session)."""
         if self._capabilities is None:
@@ -217,11 +234,31 @@ class ScimEndpoint:
             resource, check_response_payload=False, raise_scim_errors=False, expected_status_codes=None
         )
         failure = _failure(result)
+        if failure is not None and failure.status == 409:
+            return self._landed(body) or failure
         if failure is not None:
             return failure
         if not isinstance(result, dict) or "id" not in result:
             return WriteFailure(None, f"the server answered no user: {_error_detail(result)}")
         return result
+
+    def _landed(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The user an earlier attempt of this very POST created, when its answer was lost and the retry met it.
+
+        Evidence, not a guess: the user holding the userName carries the Entra object id this create sent
+        (the plan read the endpoint under its lock, so no other writer gave a new user that id). Anyone
+        else holding the userName is a real conflict, reported as the server's 409.
+        """
+        user_name, external_id = body.get("userName"), body.get("externalId")
+        if not user_name or not external_id or not (self.capabilities().get("filter") or {}).get("supported"):
+            return None
+        escaped = str(user_name).replace("\\", "\\\\").replace('"', '\\"')
+        query = {"filter": f'userName eq "{escaped}"', "count": 2}
+        found = self._json(self.client.request("GET", "Users", params=query), "GET Users (after a 409)")
+        matches = [r for r in found.get("Resources") or [] if isinstance(r, dict)]
+        if len(matches) == 1 and matches[0].get("externalId") == external_id and matches[0].get("id"):
+            return matches[0]
+        return None
 
     def patch(self, user_id: str, operations: list[dict[str, Any]]) -> dict[str, Any] | WriteFailure:
         """PATCH /Users/{id} with operations `scim2-models` validated first; the user as the server now holds it.

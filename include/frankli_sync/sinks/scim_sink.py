@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, Text, delete, func, insert, select, text
 
 from frankli_sync.config import TargetSettings
+from frankli_sync.errors import SyncStopped
 from frankli_sync.plan import UNMANAGED_REF, FrankliState, Plan
 from frankli_sync.sinks import database
 from frankli_sync.sinks.database import claim_organisation, new_quarantines, none_if_missing, write_audit
@@ -40,6 +42,8 @@ from frankli_sync.sinks.interface import AuditEntry, OrganisationOwnedElsewhere
 from frankli_sync.sinks.schema import frankli_field_lengths, organisations, sync_audit
 from frankli_sync.sinks.scim_http import ScimEndpoint, WriteFailure, raise_first
 from frankli_sync.sinks.scim_users import (
+    Attribute,
+    attributes_with,
     create_body,
     listing_mark,
     newest_mark,
@@ -52,10 +56,26 @@ from frankli_sync.sources.graph import RetryPolicy
 from frankli_sync.transform import ENTITY_FIELDS, TEXT_FIELDS, is_missing, name_key
 
 FAILED = "failed"  # the audit action of a write the API refused
+KEEP_LISTING_MAX = 100_000  # users; a bigger endpoint is listed by each task that needs it
+
+ledger_metadata = MetaData()
+# The endpoint's users as the last task that read or wrote them left them, and the mark they were kept at:
+# the next task uses them while the endpoint's mark is unchanged (the same evidence a kept plan needs).
+scim_listings = Table(
+    "scim_listings",
+    ledger_metadata,
+    Column("organisation_id", Integer, primary_key=True),
+    Column("mark", String(64), nullable=False),
+    Column("users", Text, nullable=False),
+)
 
 
 class ScimWritesFailed(RuntimeError):
     """More of one load's writes were refused than `target.max_failure_share` allows."""
+
+
+class ScimSchemaMismatch(SyncStopped):
+    """The endpoint does not declare the attribute the tenant's target names (`start_date_attribute`)."""
 
 
 @dataclass
@@ -74,30 +94,71 @@ class ScimSession:
         self._listing: dict[str, dict[str, Any]] | None = None
         self._stale = False  # a write's outcome is unknown (the load stopped): read again before answering
         self._mark: str | None = None  # the endpoint's mark until this session writes
+        self._listing_new = False  # the listing was read or written by this session (not the kept one)
         self.discarded = False
         self.snapshot_at: datetime | None = None
         self.attempted = 0
         self.failures = 0
+        self.attributes = attributes_with(target.start_date_attribute)  # what is read; `_written_attributes` writes
+        self._writing: Mapping[str, Attribute] | None = None
 
     # --- reading ------------------------------------------------------------------------------
 
     def users(self) -> dict[str, dict[str, Any]]:
         """SCIM id -> user, as the endpoint holds them: the listing, with each user this session wrote as the
-        server answered the write (so the mark after a load costs no second listing)."""
+        server answered the write (so the mark after a load costs no second listing). The listing an earlier
+        task kept stands in for it while the endpoint's mark is still the one it was kept at."""
         if self._listing is None or self._stale:
-            self._listing = {str(r["id"]): r for r in self.endpoint.list_users(self.target.page_size)}
-            self._stale = False
+            kept = self._kept_listing()
+            if kept is not None:
+                self._listing, self._stale = kept, False
+            elif self._listing is None or self._stale:
+                self._list()
+        assert self._listing is not None
         return self._listing
+
+    def _list(self) -> None:
+        self._listing = {str(r["id"]): r for r in self.endpoint.list_users(self.target.page_size)}
+        self._stale, self._listing_new = False, True
 
     def mark(self) -> str:
         """Probed in two requests where the server can sort and filter by `meta.lastModified`, else listed."""
         if self._mark is None:
             newest = self.endpoint.newest()
             if newest is None:
-                self._mark = f"listing:{listing_mark(self.users().values())}"
+                if self._listing is None or self._stale:
+                    self._list()
+                assert self._listing is not None
+                self._mark = f"listing:{listing_mark(self._listing.values())}"
             else:
                 self._mark = newest_mark(*newest)
         return self._mark
+
+    def _kept_listing(self) -> dict[str, dict[str, Any]] | None:
+        """The listing kept by the last task that read or wrote the endpoint, if its mark is the mark now."""
+        query = select(scim_listings.c.mark, scim_listings.c.users).where(
+            scim_listings.c.organisation_id == self.org_id
+        )
+        with self.ledger.connect() as connection:
+            row = connection.execute(query).first()
+        if row is None:
+            return None
+        mark = self.mark()
+        if (self._listing is not None and not self._stale) or mark != row.mark:  # listed to mark, or moved on
+            return None
+        return {str(r["id"]): r for r in json.loads(row.users)}
+
+    def keep_listing(self) -> None:
+        """Keep the users as this session leaves them, with the endpoint's mark, for the run's next task."""
+        listing, mark = self._listing, self._mark
+        if not self._listing_new or listing is None or self._stale or mark is None or mark.startswith("listing:"):
+            return
+        if len(listing) > KEEP_LISTING_MAX:
+            return
+        payload = json.dumps(list(listing.values()), separators=(",", ":"))
+        with self.ledger.begin() as connection:
+            connection.execute(delete(scim_listings).where(scim_listings.c.organisation_id == self.org_id))
+            connection.execute(insert(scim_listings).values(organisation_id=self.org_id, mark=mark, users=payload))
 
     def refused_writes(self, run_id: str) -> int:
         query = select(func.count()).where(
@@ -107,13 +168,19 @@ class ScimSession:
             return int(connection.execute(query).scalar_one())
 
     def state(self) -> FrankliState:
-        return state_of_listing(self.users().values(), self._archived_by_sync())
+        """The whole endpoint, listed by this session: a full plan never stands on a kept listing."""
+        if not self._listing_new or self._stale:
+            self._list()
+        return self._state()
+
+    def _state(self) -> FrankliState:
+        return state_of_listing(self.users().values(), self._archived_by_sync(), self.attributes)
 
     def state_of(self, external_ids: Iterable[str], email_keys: Iterable[str]) -> FrankliState:
         external_ids, email_keys = set(external_ids), set(email_keys)
         if not external_ids and not email_keys:  # a run nothing changed for: no user to read
             return FrankliState.empty()
-        return part_of_state(self.state(), external_ids, email_keys)
+        return part_of_state(self._state(), external_ids, email_keys)
 
     def _archived_by_sync(self) -> dict[str, str | None]:
         """External id -> status before archive, for users whose last archive or restore was the sync's archive."""
@@ -171,12 +238,13 @@ class ScimSession:
         outcome = Outcome([], [])
         try:
             if any(len(f) for f in (plan.links, plan.creates, plan.updates, plan.restores)):
+                attributes = self._written_attributes()
                 current = self.users()
                 known = {r["externalId"]: sid for sid, r in current.items() if r.get("externalId")}
                 names = self._entity_names(plan)
                 self._apply_links(plan, outcome)
-                self._apply_creates(plan, names, known, outcome)
-                self._apply_updates(plan, names, known, current, outcome)
+                self._apply_creates(plan, names, known, outcome, attributes)
+                self._apply_updates(plan, names, known, current, outcome, attributes)
                 self._apply_restores(plan, outcome)
         finally:
             self._audit(run_id, now, outcome, quarantined)
@@ -224,7 +292,12 @@ class ScimSession:
         )
 
     def _apply_creates(
-        self, plan: Plan, names: Mapping[str, Mapping[str, str]], known: dict[str, str], outcome: Outcome
+        self,
+        plan: Plan,
+        names: Mapping[str, Mapping[str, str]],
+        known: dict[str, str],
+        outcome: Outcome,
+        attributes: Mapping[str, Attribute],
     ) -> None:
         """POST the new users a management level at a time, so each names its manager by SCIM id."""
         remaining = plan.creates.to_dict("records")
@@ -237,7 +310,8 @@ class ScimSession:
             ready_ids = {id(r) for r in ready}
             remaining = [r for r in remaining if id(r) not in ready_ids]
             results = self.endpoint.each(
-                lambda r: self.endpoint.create(create_body(r, names, _manager_id(r.get("manager"), known))), ready
+                lambda r: self.endpoint.create(create_body(r, names, _manager_id(r.get("manager"), known), attributes)),
+                ready,
             )
             for record, result in zip(ready, results, strict=True):
                 if isinstance(result, Exception):
@@ -274,12 +348,13 @@ class ScimSession:
         known: Mapping[str, str],
         current: Mapping[str, Mapping[str, Any]],
         outcome: Outcome,
+        attributes: Mapping[str, Attribute],
     ) -> None:
         work = []
         for record in plan.updates.to_dict("records"):
             manager = _manager_id(record.get("manager"), known)
             resource = current.get(str(record["user_id"]), {})
-            operations = patch_operations(record["changes"], record, resource, names, manager)
+            operations = patch_operations(record["changes"], record, resource, names, manager, attributes)
             if operations:
                 work.append((record, operations))
         self._write(
@@ -330,6 +405,7 @@ class ScimSession:
             self._stale = True
         elif self._listing is not None:
             self._listing[str(resource["id"])] = dict(resource)
+            self._listing_new = True
 
     def _entity_names(self, plan: Plan) -> dict[str, dict[str, str]]:
         """Entity field -> key -> the name to write: Frankli's spelling where a user has it, else the plan's."""
@@ -337,11 +413,27 @@ class ScimSession:
         table_field = {table: field for field, table in ENTITY_FIELDS.items()}
         for row in plan.entity_creates.to_dict("records"):
             names[table_field[row["table"]]][row["key"]] = row["name"]
-        state = state_of_listing(self.users().values(), {})
+        state = state_of_listing(self.users().values(), {}, self.attributes)
         for field, table in ENTITY_FIELDS.items():
             frame = state.entities[table]
             names[field].update(zip(name_key(frame["name"]), frame["name"], strict=True))
         return names
+
+    def _written_attributes(self) -> Mapping[str, Attribute]:
+        """What a write sends; the start date only into an attribute the endpoint declares (asked once)."""
+        if self._writing is None:
+            wanted = self.target.start_date_attribute
+            declared = self.endpoint.declared_type(wanted) if wanted else None
+            if wanted and declared not in ("dateTime", "string"):
+                found = f"declares it as {declared!r}" if declared else "does not declare it for its users"
+                raise ScimSchemaMismatch(
+                    f"target.start_date_attribute (connection {self.target.conn_id!r}) names {wanted!r}, but the "
+                    f"endpoint {found} (GET /ResourceTypes/User, /Schemas): a start date needs a dateTime or "
+                    "string attribute of a User extension. Correct the setting to the attribute the endpoint "
+                    "lists, or remove it and mapping.start_date; nothing was written."
+                )
+            self._writing = attributes_with(wanted, date_time=declared == "dateTime")
+        return self._writing
 
     def _audit(self, run_id: str, now: datetime, outcome: Outcome, quarantined: Iterable[AuditEntry] = ()) -> None:
         with self.ledger.begin() as connection:
@@ -368,6 +460,7 @@ class ScimSink:
     """A tenant's SCIM target; its ledger is the staging database (`ledger`)."""
 
     kind = "scim"
+    reads_when_nothing_changed = False  # a run with nothing changed in Entra sends no request
 
     def __init__(self, target: TargetSettings, ledger: Engine) -> None:
         self.target, self.ledger = target, ledger
@@ -388,6 +481,7 @@ class ScimSink:
             try:
                 session = ScimSession(endpoint, self.ledger, org_id, self.target)
                 yield session
+                session.keep_listing()  # a read is kept whether or not the session writes
                 if not session.discarded:
                     self._commit(key, org_id, source, session)
             finally:
@@ -403,7 +497,11 @@ class ScimSink:
             if row is None:
                 return claim_organisation(connection, key, None)
             if source is not None and row.source is not None and row.source != source:
-                raise OrganisationOwnedElsewhere(key, row.source, source)
+                where = (
+                    f"the sync's ledger in the staging database (table organisations, the row named {key!r}: "
+                    "SCIM keeps no owner of its own)"
+                )
+                raise OrganisationOwnedElsewhere(key, row.source, source, where)
             return int(row.id)
 
     def _commit(self, key: str, org_id: int, source: str | None, session: ScimSession) -> None:
@@ -420,6 +518,7 @@ class ScimSink:
 def create_ledger(connection: Any) -> None:
     """The ledger's tables in the staging database (created when missing; Frankli's user tables are not)."""
     organisations.metadata.create_all(connection, tables=[organisations, sync_audit], checkfirst=True)
+    ledger_metadata.create_all(connection, checkfirst=True)
 
 
 _LOCAL_LOCKS: dict[str, threading.Lock] = {}

@@ -40,15 +40,20 @@ class Attribute:
     sub: str
     multi: str | None = None
     kind: str | None = None
-    parent: str | None = None
+    parent: str | None = None  # a complex attribute, or a schema extension's URN
+    date_time: bool = False  # a SCIM dateTime holding a date: written as that day's midnight, UTC
 
     @property
     def path(self) -> str:
         if self.multi:
             return f'{self.multi}[type eq "{self.kind}"].{self.sub}'
-        if self.parent == ENTERPRISE:
-            return f"{ENTERPRISE}:{self.sub}"
+        if self.extension:
+            return f"{self.parent}:{self.sub}"
         return f"{self.parent}.{self.sub}" if self.parent else self.sub
+
+    @property
+    def extension(self) -> bool:
+        return bool(self.parent and self.parent.startswith("urn:"))
 
     @property
     def entry(self) -> str:
@@ -75,7 +80,15 @@ MANAGER = Attribute("manager", parent=ENTERPRISE)
 # Entries whose only Frankli value is `value`: clearing it removes the whole entry (a phone number
 # without a number is not a phone number); address entries keep their other parts.
 WHOLE_ENTRY = {"emails", "phoneNumbers"}
-UNSUPPORTED = ("start_date",)  # no attribute in Frankli's SCIM schema: not written, not compared
+
+
+def attributes_with(start_date: str | None, date_time: bool = False) -> dict[str, Attribute]:
+    """`ATTRIBUTES`, plus the start date in the extension attribute an endpoint declares for it (its full
+    name, ``urn:…:startDate``; `target.start_date_attribute`). Without one the start date is not synced."""
+    if not start_date:
+        return ATTRIBUTES
+    schema, _, name = start_date.rpartition(":")
+    return {**ATTRIBUTES, "start_date": Attribute(name, parent=schema, date_time=date_time)}
 
 
 def _read(resource: Mapping[str, Any], attribute: Attribute) -> Any:
@@ -94,7 +107,11 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value != "" else None
 
 
-def user_row(resource: Mapping[str, Any], archived_by_sync: Mapping[str, str | None]) -> dict[str, Any]:
+def user_row(
+    resource: Mapping[str, Any],
+    archived_by_sync: Mapping[str, str | None],
+    attributes: Mapping[str, Attribute] = ATTRIBUTES,
+) -> dict[str, Any]:
     """One SCIM user as a row of `USER_STATE_COLUMNS` (its SCIM id as `id`, entity values as their ids).
 
     `archived_by_sync`: external id -> status before archive, for users the sync's audit shows it
@@ -104,7 +121,7 @@ def user_row(resource: Mapping[str, Any], archived_by_sync: Mapping[str, str | N
     row["id"] = resource.get("id")
     row["external_id"] = _text(resource.get("externalId"))
     row["email"] = _text(resource.get("userName"))
-    for field, attribute in ATTRIBUTES.items():
+    for field, attribute in attributes.items():
         if field == "email":
             continue
         value = _text(_read(resource, attribute))
@@ -124,9 +141,11 @@ def user_row(resource: Mapping[str, Any], archived_by_sync: Mapping[str, str | N
 
 
 def state_of_listing(
-    resources: Iterable[Mapping[str, Any]], archived_by_sync: Mapping[str, str | None]
+    resources: Iterable[Mapping[str, Any]],
+    archived_by_sync: Mapping[str, str | None],
+    attributes: Mapping[str, Attribute] = ATTRIBUTES,
 ) -> FrankliState:
-    rows = [user_row(r, archived_by_sync) for r in resources]
+    rows = [user_row(r, archived_by_sync, attributes) for r in resources]
     users = pd.DataFrame({c: pd.Series([r[c] for r in rows], dtype="object") for c in USER_STATE_COLUMNS})
     entities = {}
     for field, table in ENTITY_FIELDS.items():
@@ -178,16 +197,21 @@ def newest_mark(total: int, newest: Iterable[Mapping[str, Any]]) -> str:
     return hashlib.sha256(dumps({"total": total, "newest": seen}).encode()).hexdigest()[:32]
 
 
-def create_body(record: Mapping[str, Any], names: Mapping[str, Mapping[str, str]], manager: str | None) -> dict:
+def create_body(
+    record: Mapping[str, Any],
+    names: Mapping[str, Mapping[str, str]],
+    manager: str | None,
+    attributes: Mapping[str, Attribute] = ATTRIBUTES,
+) -> dict:
     """The `POST /Users` body of a planned create (`names`: entity field -> key -> the name to write)."""
     body: dict[str, Any] = {"schemas": [CORE], "userName": record.get("email"), "active": True}
     if not is_missing(record.get("external_id")):
         body["externalId"] = record["external_id"]
     entries: dict[tuple[str, str], dict[str, Any]] = {}
-    for field, attribute in ATTRIBUTES.items():
+    for field, attribute in attributes.items():
         if field not in record:
             continue
-        value = written_value(field, record.get(field), names)
+        value = written_value(field, record.get(field), names, attribute)
         if value is None:
             continue
         if attribute.multi:
@@ -195,8 +219,8 @@ def create_body(record: Mapping[str, Any], names: Mapping[str, Mapping[str, str]
             entry[attribute.sub] = value
             if attribute.multi == "emails":
                 entry["primary"] = True
-        elif attribute.parent == ENTERPRISE:
-            body.setdefault(ENTERPRISE, {})[attribute.sub] = value
+        elif attribute.extension:
+            body.setdefault(str(attribute.parent), {})[attribute.sub] = value
         elif attribute.parent:
             body.setdefault(attribute.parent, {})[attribute.sub] = value
         else:
@@ -205,17 +229,20 @@ def create_body(record: Mapping[str, Any], names: Mapping[str, Mapping[str, str]
         body.setdefault(multi, []).append(entry)
     if manager is not None:
         body.setdefault(ENTERPRISE, {})["manager"] = {"value": manager}
-    if ENTERPRISE in body:
-        body["schemas"] = [CORE, ENTERPRISE]
+    body["schemas"] = [CORE, *sorted(key for key in body if key.startswith("urn:"))]
     return body
 
 
-def written_value(field: str, value: Any, names: Mapping[str, Mapping[str, str]]) -> Any:
+def written_value(
+    field: str, value: Any, names: Mapping[str, Mapping[str, str]], attribute: Attribute | None = None
+) -> Any:
     """The text a planned value becomes on the SCIM user (an entity key becomes its name)."""
     if is_missing(value):
         return None
     if field in ENTITY_FIELDS:
         return names.get(field, {}).get(value, value)
+    if attribute is not None and attribute.date_time:
+        return f"{value}T00:00:00Z"
     return value
 
 
@@ -225,6 +252,7 @@ def patch_operations(
     current: Mapping[str, Any],
     names: Mapping[str, Mapping[str, str]],
     manager: str | None,
+    attributes: Mapping[str, Attribute] = ATTRIBUTES,
 ) -> list[dict[str, Any]]:
     """The PATCH operations of one planned update: the changed attributes only, a ``remove`` per clear.
 
@@ -241,10 +269,10 @@ def patch_operations(
             else:
                 operations.append({"op": "replace", "path": MANAGER.path, "value": {"value": manager}})
             continue
-        attribute = ATTRIBUTES.get(field)
+        attribute = attributes.get(field)
         if attribute is None:
             continue
-        value = written_value(field, after.get(field), names)
+        value = written_value(field, after.get(field), names, attribute)
         if field == "email" and value is not None:
             operations.append({"op": "replace", "path": "userName", "value": value})
         if attribute.multi and not _has_entry(current, attribute):
