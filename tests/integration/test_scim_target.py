@@ -278,3 +278,26 @@ def test_a_start_date_attribute_the_endpoint_does_not_declare_stops_before_writi
     assert "target.start_date_attribute" in message and START_DATE in message and "nothing was written" in message
     assert [r for r in tenant.scim.requests if r.method != "GET"] == []
     assert tenant.scim.users() == {}
+
+
+def test_a_user_changed_in_frankli_since_it_was_read_is_not_written_over() -> None:
+    """Writes carry the version they were planned against (If-Match): an admin's deactivation in between
+    is answered 412 and kept, not undone by a restore planned before it."""
+    from frankli_sync.sinks.scim_http import ScimEndpoint, WriteFailure
+    from frankli_sync.sources.graph import RetryPolicy
+
+    with ScimTestServer() as server:
+        read = server.add_user({"userName": "ann@contoso.example", "externalId": "obj-ann", "active": True})
+        server.patch_user(read["id"], [{"op": "replace", "path": "active", "value": False}])  # the admin
+        endpoint = ScimEndpoint("frankli_test", server.base_url, server.token, RetryPolicy(), concurrency=1)
+        try:
+            restore = [{"op": "replace", "path": "active", "value": True}]
+            refused = endpoint.patch(read["id"], restore, version=read["meta"]["version"])
+            current = server.users()["ann@contoso.example"]
+            applied = endpoint.patch(read["id"], restore, version=current["meta"]["version"])
+        finally:
+            endpoint.close()
+        assert isinstance(refused, WriteFailure) and refused.status == 412 and "changed in Frankli" in refused.detail
+        patches = [r for r in server.requests if r.method == "PATCH"]
+        assert [r.status for r in patches] == [412, 204] and patches[0].body["Operations"] == restore
+        assert isinstance(applied, dict) and applied["active"] is True, "the version read now is written"

@@ -260,17 +260,32 @@ class ScimEndpoint:
             return matches[0]
         return None
 
-    def patch(self, user_id: str, operations: list[dict[str, Any]]) -> dict[str, Any] | WriteFailure:
+    def patch(
+        self, user_id: str, operations: list[dict[str, Any]], version: str | None = None
+    ) -> dict[str, Any] | WriteFailure:
         """PATCH /Users/{id} with operations `scim2-models` validated first; the user as the server now holds it.
 
-        A server answering 204 (no body, as RFC 7644 §3.5.2 allows) is asked for the user with a GET.
+        `version`: the user's `meta.version` when it was read; sent as `If-Match` where the server declares
+        ETags, so a user changed in Frankli since (an admin deactivated it, say) is not written over: the
+        server answers 412, reported as a refused write. A server answering 204 (no body, as RFC 7644
+        §3.5.2 allows) is asked for the user with a GET.
         """
         model = self.user_model()
         patch = self._patch_model.model_validate({"schemas": [PATCH_SCHEMA], "Operations": operations})
+        headers = {"If-Match": version} if version and (self.capabilities().get("etag") or {}).get("supported") else {}
         result = self.client.modify(
-            model, user_id, patch, check_response_payload=False, raise_scim_errors=False, expected_status_codes=None
+            model,
+            user_id,
+            patch,
+            check_response_payload=False,
+            raise_scim_errors=False,
+            expected_status_codes=None,
+            headers=headers,
         )
         failure = _failure(result)
+        if failure is not None and failure.status == 412:
+            return WriteFailure(412, "changed in Frankli since the sync read it: not written over; the next run "
+                                     "plans against what Frankli then holds")  # fmt: skip
         if failure is not None:
             return failure
         if isinstance(result, dict) and result.get("id") == user_id:

@@ -260,11 +260,13 @@ class ScimSession:
         """PATCH active=false per user; audited with the status a restore puts back."""
         outcome = Outcome([], [])
         records = archives.to_dict("records")
+        if records:
+            self.users()  # the versions each PATCH is sent against (the kept listing, while the mark holds)
         try:
             self._write(
                 "archive",
                 records,
-                lambda r: self.endpoint.patch(r["user_id"], [{"op": "replace", "path": "active", "value": False}]),
+                lambda r: self._patch(r["user_id"], [{"op": "replace", "path": "active", "value": False}]),
                 lambda r: AuditEntry(
                     r["external_id"], r["email"], "archive", {"reason": r["reason"], "status_before": r["status"]}
                 ),
@@ -279,9 +281,7 @@ class ScimSession:
         self._write(
             "link",
             plan.links.to_dict("records"),
-            lambda r: self.endpoint.patch(
-                r["user_id"], [{"op": "replace", "path": "externalId", "value": r["external_id"]}]
-            ),
+            lambda r: self._patch(r["user_id"], [{"op": "replace", "path": "externalId", "value": r["external_id"]}]),
             lambda r: AuditEntry(
                 r["external_id"],
                 r["email"],
@@ -333,7 +333,7 @@ class ScimSession:
         self._write(
             "manager",
             late,
-            lambda r: self.endpoint.patch(
+            lambda r: self._patch(
                 known[r["external_id"]],
                 patch_operations({"manager": None}, r, {}, names, _manager_id(r.get("manager"), known)),
             ),
@@ -360,7 +360,7 @@ class ScimSession:
         self._write(
             "update",
             work,
-            lambda item: self.endpoint.patch(str(item[0]["user_id"]), item[1]),
+            lambda item: self._patch(str(item[0]["user_id"]), item[1]),
             lambda item: AuditEntry(
                 item[0]["external_id"], item[0].get("email"), "update", {"changes": item[0]["changes"]}
             ),
@@ -372,7 +372,7 @@ class ScimSession:
         self._write(
             "restore",
             plan.restores.to_dict("records"),
-            lambda r: self.endpoint.patch(str(r["user_id"]), [{"op": "replace", "path": "active", "value": True}]),
+            lambda r: self._patch(str(r["user_id"]), [{"op": "replace", "path": "active", "value": True}]),
             lambda r: AuditEntry(r["external_id"], r["email"], "restore", {"status": r["status"]}),
             outcome,
         )
@@ -397,6 +397,12 @@ class ScimSession:
             if audited is not None:
                 outcome.applied.append(audited(item))
         raise_first(results)
+
+    def _patch(self, user_id: Any, operations: list[dict[str, Any]]) -> dict[str, Any] | WriteFailure:
+        """PATCH a user if it is still the version this session read (`If-Match`; unknown: unconditional)."""
+        known = (self._listing or {}).get(str(user_id)) or {}
+        version = (known.get("meta") or {}).get("version")
+        return self.endpoint.patch(str(user_id), operations, version if isinstance(version, str) else None)
 
     def _written(self, resource: Mapping[str, Any]) -> None:
         """Keep a user as the server answered this session's write (one not read back: list again)."""
