@@ -164,11 +164,60 @@ class SyncedTenant:
 
     def add_frankli_user(self, email: str, first_name: str, last_name: str) -> str:
         """A user created in Frankli itself (by an admin, or by Entra's own provisioning): its id there."""
+        return self.seed_frankli_user(email, first_name=first_name, last_name=last_name)
+
+    def seed_frankli_user(
+        self, email: str, *, external_id: str | None = None, status: str = "active", **fields: Any
+    ) -> str:
+        """A user Frankli holds that this sync did not create: its id there (as `frankli_ids` gives it).
+
+        Made by an admin (`external_id` None), or linked to an Entra account by an earlier provisioning
+        (`external_id` set). `fields` by Frankli name (`first_name`, `city`, ...; `role`, `department`
+        and `site` as names, found or made as Frankli's own entities on a database). `status`: Frankli's
+        (``uninvited`` / ``invited`` / ``active``), or ``archived`` (by an admin). SCIM knows `active`
+        only: every status but ``archived`` is ``active: true`` there.
+        """
+        unknown = set(fields) - set(_SCIM_FIELDS) - {"first_name", "last_name", "role", "department"}
+        assert not unknown, f"no such Frankli field to seed: {sorted(unknown)}"
         if self.scim is not None:
-            body = {"userName": email, "active": True, "name": {"givenName": first_name, "familyName": last_name},
-                    "emails": [{"value": email, "type": "work", "primary": True}]}  # fmt: skip
-            return self.scim.add_user(body)["id"]
-        return str(self.seed("users", [{"email": email, "first_name": first_name, "last_name": last_name}])[0])
+            return str(self.scim.add_user(_scim_user(email, external_id, status != "archived", fields))["id"])
+        from datetime import UTC, datetime
+
+        row: dict[str, Any] = {"email": email, "external_id": external_id, "status": status}
+        for entity in ("role", "department", "site"):
+            if entity in fields:
+                name = fields.pop(entity)
+                row[f"{entity}_id"] = None if name is None else self._entity_id(f"{entity}s", name)
+        if status == "archived":
+            row.update(archived_by="frankli", archived_at=datetime.now(UTC))
+        return str(self.seed("users", [{**row, **fields}])[0])
+
+    def _entity_id(self, table: str, name: str) -> int:
+        """The Frankli entity of that name (made as Frankli makes one when there is none)."""
+        found = [r["id"] for r in self.table(table) if r["name"] == name]
+        return found[0] if found else self.seed(table, [{"name": name}])[0]
+
+    def frankli_ids(self) -> dict[str, str]:
+        """Frankli's own id of each user (the row id; the SCIM id), keyed as `people` keys them."""
+        return {key: str(user["id"]) for key, user in self.stored_users().items()}
+
+    def statuses(self) -> dict[str, str | None]:
+        """Each user's status in Frankli, keyed as `people` keys them.
+
+        The database's `users.status`; over SCIM, which knows `active` only, ``active`` for
+        ``active: true``, ``archived`` for ``active: false`` (None when the user does not say).
+        """
+        if self.scim is None:
+            return {key: user["status"] for key, user in self.users().items()}
+        named = {True: "active", False: "archived"}
+        return {key: named.get(user.get("active")) for key, user in self.stored_users().items()}
+
+    def stored_users(self) -> dict[str, dict[str, Any]]:
+        """Each user exactly as the target stores it, keyed as `people` keys them: a `users` row (its
+        `updated_at` too), or a SCIM resource (its `meta` too). Equal twice: nothing wrote to it between."""
+        if self.scim is None:
+            return self.users()
+        return {r.get("externalId") or f"email:{r['userName']}": r for r in self.scim.users().values()}
 
     def deactivate_in_frankli(self, external_id: str) -> None:
         """A Frankli admin archives (deactivates) a synced user."""
@@ -213,6 +262,46 @@ class SyncedTenant:
 
         run_id = self.runs[run_index].run_id
         return json.loads((run_directory(self.reports_dir, self.name, run_id) / "report.json").read_text())
+
+
+# Frankli field -> where a SCIM user holds it (a sub-attribute of its work address, or a typed phone number).
+_SCIM_FIELDS = {
+    "street_address": ("addresses", "streetAddress"),
+    "city": ("addresses", "locality"),
+    "postal_code": ("addresses", "postalCode"),
+    "country": ("addresses", "country"),
+    "site": ("addresses", "formatted"),
+    "phone": ("phoneNumbers", "work"),
+    "mobile_phone": ("phoneNumbers", "mobile"),
+}
+_ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+def _scim_user(email: str, external_id: str | None, active: bool, fields: dict[str, Any]) -> dict[str, Any]:
+    """The SCIM body of a user made in Frankli (written out here, not by the sink under test)."""
+    body: dict[str, Any] = {"userName": email, "active": active}
+    body["emails"] = [{"value": email, "type": "work", "primary": True}]
+    if external_id is not None:
+        body["externalId"] = external_id
+    name = {scim: fields[f] for f, scim in (("first_name", "givenName"), ("last_name", "familyName")) if f in fields}
+    if name:
+        body["name"] = name
+    address = {sub: fields[f] for f, (multi, sub) in _SCIM_FIELDS.items() if multi == "addresses" and f in fields}
+    if address:
+        body["addresses"] = [{"type": "work", **address}]
+    phones = [
+        {"type": kind, "value": fields[f]}
+        for f, (multi, kind) in _SCIM_FIELDS.items()
+        if multi == "phoneNumbers" and f in fields
+    ]
+    if phones:
+        body["phoneNumbers"] = phones
+    if "role" in fields:
+        body["title"] = fields["role"]
+    if "department" in fields:
+        body["schemas"] = ["urn:ietf:params:scim:schemas:core:2.0:User", _ENTERPRISE]
+        body[_ENTERPRISE] = {"department": fields["department"]}
+    return body
 
 
 def _rows(url: str, name: str) -> list[dict[str, Any]]:
