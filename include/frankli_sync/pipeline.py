@@ -53,6 +53,9 @@ from frankli_sync.transform import (
 from frankli_sync.ui_links import report_url
 
 log = logging.getLogger(__name__)
+# Appended to the mark recorded after a load the target refused writes of: no read matches it, so the
+# next run plans in full and tries those users again.
+REFUSED = "-refused"
 
 
 class ValidationThresholdExceeded(SyncStopped):
@@ -366,7 +369,7 @@ def compute_plan(ctx: RunContext, frankli: FrankliSession, mark: str | None = No
     same_record = recorded.get("record_run") == state.get("run_id")
     if recorded.get("mode") == "incremental" and same_record:
         basis, focus = Basis(**recorded), _focus(ctx, Basis(**recorded))
-        if mark is None and _quiet(ctx, focus) and state.get("frankli_mark"):
+        if mark is None and _quiet(ctx, focus, state.get("frankli_mark")):
             basis, unread = basis.quiet(), str(state["frankli_mark"])
             planned = _plan_incremental(ctx, frankli, validation, basis, focus, unread)
             if isinstance(planned, Planned):
@@ -391,13 +394,16 @@ def compute_plan(ctx: RunContext, frankli: FrankliSession, mark: str | None = No
     return _plan_full(ctx, frankli.state(), validation, basis, mark)
 
 
-def _quiet(ctx: RunContext, focus: Focus | None) -> bool:
+def _quiet(ctx: RunContext, focus: Focus | None, recorded_mark: str | None) -> bool:
     """Nothing changed in Entra for this run (no participant) and the target is not read for nothing.
 
     The database's mark costs one query: it is read, and an edit made in Frankli is undone at once. A
-    SCIM endpoint is not asked anything. An only_user run always reads its user.
+    SCIM endpoint is not asked anything, unless the last load left writes the target refused (they are
+    tried again) or no mark was recorded. An only_user run always reads its user.
     """
     if ctx.sink.reads_when_nothing_changed or ctx.params.only_user:
+        return False
+    if not recorded_mark or recorded_mark.endswith(REFUSED):
         return False
     return focus is not None and not focus.participants
 
@@ -693,7 +699,7 @@ def _mark_after(frankli: FrankliSession, run_id: str, planned: Planned) -> str:
     if not planned.basis.frankli_read:
         return planned.mark
     mark = frankli.mark()
-    return f"{mark}-refused" if frankli.refused_writes(run_id) else mark
+    return f"{mark}{REFUSED}" if frankli.refused_writes(run_id) else mark
 
 
 def _asks_approval(ctx: RunContext) -> bool:

@@ -115,6 +115,24 @@ def test_a_409_for_someone_else_holding_the_username_stays_a_conflict() -> None:
         assert [u["externalId"] for u in server.users().values()] == ["another-object"]
 
 
+def test_a_refused_create_is_tried_again_by_the_next_run_though_nothing_changed(make_tenant) -> None:
+    """A run after refusals is never quiet: it reads the endpoint, plans in full and sends the refused user."""
+    tenant = make_tenant(users=40, seed=39, target="scim", target_settings={"max_failure_share": 0.05})
+    (leaver,) = [tenant.directory.get_user(i) for i in valid_leaves(tenant.directory)[:1]]
+    tenant.scim.refuse(leaver["userPrincipalName"])
+    tenant.run()
+    assert leaver["id"] not in tenant.people()
+    tenant.scim.refuse()  # Frankli accepts it now; nothing changed in Entra
+    tenant.run()
+    basis = tenant.report()["basis"]
+    assert basis["mode"] == "full" and basis.get("frankli_read", True), basis
+    assert [a["action"] for a in tenant.audit(tenant.runs[-1].run_id) if a["external_id"] == leaver["id"]] == ["create"]
+    assert leaver["id"] in tenant.people()
+    since = len(tenant.scim.requests)
+    tenant.run()
+    assert tenant.scim.requests[since:] == [], "once nothing is refused, a run with no change is quiet again"
+
+
 def test_refused_writes_are_audited_and_a_high_share_fails_the_load(make_tenant) -> None:
     tenant = make_tenant(users=60, seed=32, target="scim", target_settings={"max_failure_share": 0.05})
     leaves = [tenant.directory.get_user(i) for i in valid_leaves(tenant.directory)]
