@@ -95,6 +95,7 @@ class ScimSession:
         self._stale = False  # a write's outcome is unknown (the load stopped): read again before answering
         self._mark: str | None = None  # the endpoint's mark until this session writes
         self._listing_new = False  # the listing was read or written by this session (not the kept one)
+        self._partial = False  # a write was answered with a partial user: the listing is not kept
         self.discarded = False
         self.snapshot_at: datetime | None = None
         self.attempted = 0
@@ -151,7 +152,9 @@ class ScimSession:
     def keep_listing(self) -> None:
         """Keep the users as this session leaves them, with the endpoint's mark, for the run's next task."""
         listing, mark = self._listing, self._mark
-        if not self._listing_new or listing is None or self._stale or mark is None or mark.startswith("listing:"):
+        if not self._listing_new or listing is None or self._stale or self._partial:
+            return
+        if mark is None or mark.startswith("listing:"):
             return
         if len(listing) > KEEP_LISTING_MAX:
             return
@@ -309,11 +312,9 @@ class ScimSession:
                 ready, late = remaining, [r for r in remaining if none_if_missing(r.get("manager")) in creating]
             ready_ids = {id(r) for r in ready}
             remaining = [r for r in remaining if id(r) not in ready_ids]
-            results = self.endpoint.each(
-                lambda r: self.endpoint.create(create_body(r, names, _manager_id(r.get("manager"), known), attributes)),
-                ready,
-            )
-            for record, result in zip(ready, results, strict=True):
+            bodies = [create_body(r, names, _manager_id(r.get("manager"), known), attributes) for r in ready]
+            results = self.endpoint.each(self.endpoint.create, bodies)
+            for record, body, result in zip(ready, bodies, results, strict=True):
                 if isinstance(result, Exception):
                     self._stale, self._mark = True, None
                     continue
@@ -324,6 +325,8 @@ class ScimSession:
                     continue
                 known[record["external_id"]] = str(result["id"])
                 self._written(result)
+                if any(key not in result for key in body if key != "schemas"):
+                    self._partial = True  # answered with less than it was sent: not a listing to keep
                 fields = {f: none_if_missing(record[f]) for f in (*TEXT_FIELDS, *ENTITY_FIELDS) if f in record}
                 outcome.applied.append(
                     AuditEntry(record["external_id"], record.get("email"), "create", {"fields": fields})
