@@ -352,6 +352,16 @@ def frankli_url(request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("postgres_url")
 
 
+@pytest.fixture(params=["sqlite", "postgres", "scim"])
+def frankli_target(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """`make_tenant`'s keywords for one Frankli target: the database (SQLite, PostgreSQL) or the SCIM API."""
+    if request.param == "scim":
+        return {"target": "scim"}
+    if request.param == "postgres":
+        return {"frankli_url": request.getfixturevalue("postgres_url")}
+    return {}
+
+
 @pytest.fixture
 def make_tenant(
     airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from synced_tenant import dag_file, frankli_url, make_tenant
+from synced_tenant import dag_file, frankli_target, frankli_url, make_tenant
 
-__all__ = ["dag_file", "frankli_url", "make_tenant"]  # fixtures of every test in this directory
+__all__ = ["dag_file", "frankli_target", "frankli_url", "make_tenant"]  # fixtures of every test in this directory
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -39,16 +39,6 @@ SCIM_WRITES = ("POST", "PUT", "PATCH", "DELETE")
 SCIM_ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 
-@pytest.fixture(params=["sqlite", "postgres", "scim"])
-def frankli_target(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """`make_tenant` arguments of one Frankli target: the database on SQLite or PostgreSQL, or the SCIM API."""
-    if request.param == "scim":
-        return {"target": "scim"}
-    if request.param == "postgres":
-        return {"frankli_url": request.getfixturevalue("postgres_url")}
-    return {}
-
-
 # --------------------------------------------------------------------------- helpers
 
 

@@ -26,19 +26,8 @@ from sqlalchemy import update
 pytestmark = pytest.mark.integration
 
 ARCHIVE_COLUMNS = ("status_before_archive", "archived_reason", "archived_by", "archived_at")
-TARGETS = ["sqlite", "postgres", "scim"]
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 ARCHIVE_OPERATION = [{"op": "replace", "path": "active", "value": False}]
-
-
-@pytest.fixture(params=TARGETS)
-def target(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """`make_tenant`'s keywords for one Frankli target: the database (SQLite, PostgreSQL) or the SCIM API."""
-    if request.param == "scim":
-        return {"target": "scim"}
-    if request.param == "postgres":
-        return {"frankli_url": request.getfixturevalue("postgres_url")}
-    return {"frankli_url": None}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -143,8 +132,8 @@ def _addressed(request: Any) -> str:
 # --------------------------------------------------------------------------- 1. matching by object id
 
 
-def test_upn_rename_updates_email_of_same_user(make_tenant, target: dict[str, Any]) -> None:
-    tenant = make_tenant(users=80, seed=11, **target)
+def test_upn_rename_updates_email_of_same_user(make_tenant, frankli_target) -> None:
+    tenant = make_tenant(users=80, seed=11, **frankli_target)
     directory = tenant.directory
     (renamed,) = _plain_members(directory, 1)
     object_id, old_upn = renamed["id"], renamed["userPrincipalName"]
@@ -188,8 +177,8 @@ def test_upn_rename_updates_email_of_same_user(make_tenant, target: dict[str, An
 # --------------------------------------------------------------------------- 2. adoption
 
 
-def test_unlinked_frankli_user_with_matching_upn_is_adopted(make_tenant, target: dict[str, Any]) -> None:
-    tenant = make_tenant(users=80, seed=12, **target)
+def test_unlinked_frankli_user_with_matching_upn_is_adopted(make_tenant, frankli_target) -> None:
+    tenant = make_tenant(users=80, seed=12, **frankli_target)
     (entra_user,) = _plain_members(tenant.directory, 1)
     object_id, upn = entra_user["id"], entra_user["userPrincipalName"]
     shouted = upn.upper()  # the same address in another letter case
@@ -231,8 +220,8 @@ def test_unlinked_frankli_user_with_matching_upn_is_adopted(make_tenant, target:
 # --------------------------------------------------------------------------- 3. rehire
 
 
-def test_rehire_relinks_frankli_user_to_new_object_id(make_tenant, target: dict[str, Any]) -> None:
-    tenant = make_tenant(users=80, seed=13, **target)
+def test_rehire_relinks_frankli_user_to_new_object_id(make_tenant, frankli_target) -> None:
+    tenant = make_tenant(users=80, seed=13, **frankli_target)
     directory = tenant.directory
     seeded_entra, leaver = _plain_members(directory, 2)
 
@@ -295,8 +284,10 @@ def test_rehire_relinks_frankli_user_to_new_object_id(make_tenant, target: dict[
     assert not [r for r in actions[new_id] if r["action"] == "create"]
 
 
-def test_rehire_conflict_when_old_object_id_still_exists_is_quarantined(make_tenant, target: dict[str, Any]) -> None:
-    tenant = make_tenant(users=80, seed=14, **target)
+def test_rehire_conflict_when_old_object_id_still_exists_is_quarantined(
+    make_tenant, frankli_target: dict[str, Any]
+) -> None:
+    tenant = make_tenant(users=80, seed=14, **frankli_target)
     directory = tenant.directory
     (leaver,) = _plain_members(directory, 1)
     upn = leaver["userPrincipalName"]
@@ -349,9 +340,11 @@ def test_rehire_conflict_when_old_object_id_still_exists_is_quarantined(make_ten
 # --------------------------------------------------------------------------- 4. statuses
 
 
-def test_sync_creates_uninvited_and_only_ever_archives_invited_or_active(make_tenant, target: dict[str, Any]) -> None:
+def test_sync_creates_uninvited_and_only_ever_archives_invited_or_active(
+    make_tenant, frankli_target: dict[str, Any]
+) -> None:
     """Over SCIM: every create is `active: true` (Frankli's uninvited), and only a leaver's archive sets `active`."""
-    tenant = make_tenant(users=80, seed=15, **target)
+    tenant = make_tenant(users=80, seed=15, **frankli_target)
     scim = _is_scim(tenant)
     directory = tenant.directory
     invited, active, leaving = _plain_members(directory, 3)
@@ -430,8 +423,8 @@ def test_sync_creates_uninvited_and_only_ever_archives_invited_or_active(make_te
 # --------------------------------------------------------------------------- 5. archive reasons, restore
 
 
-def test_archive_reason_is_disabled_deleted_or_out_of_scope(make_tenant, target: dict[str, Any]) -> None:
-    tenant = make_tenant(users=80, seed=16, **target)
+def test_archive_reason_is_disabled_deleted_or_out_of_scope(make_tenant, frankli_target) -> None:
+    tenant = make_tenant(users=80, seed=16, **frankli_target)
     scim = _is_scim(tenant)
     directory = tenant.directory
     disabled, deleted, guest = _plain_members(directory, 3)
@@ -489,9 +482,9 @@ def test_archive_reason_is_disabled_deleted_or_out_of_scope(make_tenant, target:
 
 
 def test_reenabled_user_archived_by_sync_is_restored_to_status_before_archive(
-    make_tenant, target: dict[str, Any]
+    make_tenant, frankli_target: dict[str, Any]
 ) -> None:
-    tenant = make_tenant(users=80, seed=17, **target)
+    tenant = make_tenant(users=80, seed=17, **frankli_target)
     scim = _is_scim(tenant)
     directory = tenant.directory
     (user,) = _plain_members(directory, 1)
@@ -537,8 +530,8 @@ def test_reenabled_user_archived_by_sync_is_restored_to_status_before_archive(
     assert tenant.report()["counts"]["restore"] == 1
 
 
-def test_user_archived_in_frankli_is_never_restored(make_tenant, target: dict[str, Any]) -> None:
-    tenant = make_tenant(users=80, seed=18, **target)
+def test_user_archived_in_frankli_is_never_restored(make_tenant, frankli_target) -> None:
+    tenant = make_tenant(users=80, seed=18, **frankli_target)
     scim = _is_scim(tenant)
     directory = tenant.directory
     (user,) = _plain_members(directory, 1)
@@ -587,10 +580,10 @@ def test_user_archived_in_frankli_is_never_restored(make_tenant, target: dict[st
 # --------------------------------------------------------------------------- 6. unmanaged users
 
 
-def test_frankli_users_not_managed_by_sync_are_never_touched(make_tenant, target: dict[str, Any]) -> None:
+def test_frankli_users_not_managed_by_sync_are_never_touched(make_tenant, frankli_target) -> None:
     from graph_emulator import apply_day2
 
-    tenant = make_tenant(users=120, seed=19, **target)
+    tenant = make_tenant(users=120, seed=19, **frankli_target)
     scim = _is_scim(tenant)
     directory = tenant.directory
     if not scim:  # Frankli's own entities (SCIM has none: a role or site is text on the user)
@@ -651,9 +644,11 @@ def test_frankli_users_not_managed_by_sync_are_never_touched(make_tenant, target
 # --------------------------------------------------------------------------- 7. cleared attributes
 
 
-def test_attribute_cleared_or_whitespace_in_entra_is_cleared_in_frankli(make_tenant, target: dict[str, Any]) -> None:
+def test_attribute_cleared_or_whitespace_in_entra_is_cleared_in_frankli(
+    make_tenant, frankli_target: dict[str, Any]
+) -> None:
     """Over SCIM the start date is not synced (no attribute for it): clearing it changes nothing there."""
-    tenant = make_tenant(users=80, seed=20, **target)
+    tenant = make_tenant(users=80, seed=20, **frankli_target)
     scim = _is_scim(tenant)
     directory = tenant.directory
 
@@ -732,9 +727,9 @@ def test_attribute_cleared_or_whitespace_in_entra_is_cleared_in_frankli(make_ten
 # --------------------------------------------------------------------------- 8. per-tenant mapping
 
 
-def test_per_tenant_attribute_mapping_always_and_on_create(make_tenant, target: dict[str, Any]) -> None:
+def test_per_tenant_attribute_mapping_always_and_on_create(make_tenant, frankli_target) -> None:
     mapping = {"site": {"from": "city", "on": "always"}, "role": {"from": "jobTitle", "on": "create"}}
-    tenant = make_tenant(users=80, seed=21, mapping=mapping, **target)
+    tenant = make_tenant(users=80, seed=21, mapping=mapping, **frankli_target)
     scim = _is_scim(tenant)
     directory = tenant.directory
     promoted, moved = _plain_members(directory, 2, where=lambda u: u["city"] and u["officeLocation"])
@@ -800,8 +795,8 @@ def test_per_tenant_attribute_mapping_always_and_on_create(make_tenant, target: 
     assert set(actions) == {moved["id"], hired}
 
 
-def test_invalid_attribute_mapping_fails_naming_the_field(make_tenant, target: dict[str, Any]) -> None:
-    tenant = make_tenant(users=60, seed=22, mapping={"site": {"from": "nonsense"}}, **target)
+def test_invalid_attribute_mapping_fails_naming_the_field(make_tenant, frankli_target) -> None:
+    tenant = make_tenant(users=60, seed=22, mapping={"site": {"from": "nonsense"}}, **frankli_target)
     with pytest.raises(ConfigError, match=r"mapping\.site\.from") as failure:
         tenant.run()
     assert "nonsense" in str(failure.value)

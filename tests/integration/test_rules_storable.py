@@ -24,16 +24,6 @@ NUL_CITY = "Dub\x00lin"
 SCIM_WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
-@pytest.fixture(params=["sqlite", "postgres", "scim"])
-def frankli_target(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """`make_tenant` arguments of one Frankli target: the database on SQLite or PostgreSQL, or the SCIM API."""
-    if request.param == "scim":
-        return {"target": "scim"}
-    if request.param == "postgres":
-        return {"frankli_url": request.getfixturevalue("postgres_url")}
-    return {}
-
-
 def _plain_members(directory: Tenant, count: int) -> list[dict[str, Any]]:
     """`count` valid members that manage nobody (changing them changes no one else's manager link)."""
     managing = set(directory.managers.values())
