@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from frankli_sync.entra import ENTRA_ATTRIBUTES
@@ -193,3 +194,75 @@ def test_every_expression_on_microsofts_reference_page_is_read_and_checked(
     with pytest.raises(ExpressionError) as raised:
         check(tree, attributes_of(tree))
     assert "does not evaluate" in str(raised.value) or "not supported here" in str(raised.value)
+
+
+def _functions_of(node: Any) -> set[str]:
+    if isinstance(node, Call):
+        return {node.function}.union(*(_functions_of(a) for a in node.arguments))
+    if isinstance(node, Comparison):
+        return _functions_of(node.left) | _functions_of(node.right)
+    return set()
+
+
+def _with_outputs() -> list[Any]:
+    """Documented examples with a concrete output, every input given, and deterministic."""
+    cases = []
+    for function, entry in EXAMPLES["functions"].items():
+        for example in entry.get("examples", []):
+            if example.get("page_inconsistent") or example.get("nondeterministic"):
+                continue
+            tree = parse(example["expression"])
+            if not attributes_of(tree) <= set(example.get("inputs") or {}):
+                continue  # the page names no value for an attribute it reads (CStr([dn]))
+            cases.append(
+                pytest.param(tree, example["inputs"], example["output"], id=f"{function}: {example['expression']}")
+            )
+    return cases
+
+
+@pytest.mark.parametrize(("tree", "inputs", "output"), _with_outputs())
+def test_documented_examples_give_the_documented_output(tree: Any, inputs: dict[str, Any], output: Any) -> None:
+    from frankli_sync.expression_values import FUNCTIONS as EVALUATED
+    from frankli_sync.expression_values import evaluate
+
+    missing = _functions_of(tree) - set(EVALUATED)
+    if missing:  # listed by the next test, so what is not evaluated yet is explicit
+        pytest.skip(f"not evaluated yet: {sorted(missing)}")
+    assert evaluate(tree, inputs) == output
+
+
+def test_what_is_not_evaluated_yet_is_exactly_the_date_functions_replace_and_now() -> None:
+    from frankli_sync.expression_values import FUNCTIONS as EVALUATED
+
+    documented = set().union(*(_functions_of(case.values[0]) for case in _with_outputs()))
+    assert documented - set(EVALUATED) == {"CDate", "DateAdd", "DateDiff", "FormatDateTime", "Replace"}
+
+
+@pytest.mark.parametrize(
+    ("expression", "row", "value"),
+    [
+        ('Join(" ", [givenName], [surname])', {"givenName": "Zoë", "surname": None}, "Zoë"),
+        ('Coalesce([officeLocation], [city], "Remote")', {"officeLocation": None, "city": None}, "Remote"),
+        ('Switch([country], "Other", "IE", "Ireland", "DE", "Germany")', {"country": "IE"}, "Ireland"),
+        ('Switch([country], "Other", "IE", "Ireland")', {"country": "ie"}, "Other"),  # keys are case-sensitive
+        ('IIF([country]="USA", [country], [department])', {"country": None, "department": "Sales"}, "Sales"),
+        ('IIF([country]<>"USA", "abroad", "home")', {"country": "IE"}, "abroad"),
+        ("ToLower(NormalizeDiacritics([mail]))", {"mail": "Ægir.Sørensen@Contoso.com"}, "aegir.soerensen@contoso.com"),
+        ('Word("a,,b", 2, ",")', {}, "b"),
+        ('Mid("Doe", 2, 10)', {}, "oe"),
+        ('Left("Doe", -1)', {}, "Doe"),
+        ('InStr("The quick brown fox", "slow")', {}, 0),
+        ("Not(IsPresent([mail]))", {"mail": ""}, True),
+    ],
+)
+def test_the_page_s_rules_for_nulls_keys_and_bounds(expression: str, row: dict[str, Any], value: Any) -> None:
+    from frankli_sync.expression_values import evaluate
+
+    assert evaluate(parse(expression), row) == value
+
+
+def test_a_function_not_evaluated_yet_is_named_never_guessed() -> None:
+    from frankli_sync.expression_values import evaluate
+
+    with pytest.raises(ExpressionError, match="DateAdd is not evaluated yet"):
+        evaluate(parse('DateAdd("d", 7, [employeeHireDate])'), {"employeeHireDate": "2024-01-01"})
