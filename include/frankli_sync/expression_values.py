@@ -9,6 +9,7 @@ set). A multi-valued result is a list. Functions whose semantics are not evaluat
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -25,9 +26,49 @@ from frankli_sync.expressions import (
     Word,
 )
 
-# Letters NFKD does not decompose, as the page's NormalizeDiacritics table maps them.
-_LIGATURES = str.maketrans({"æ": "ae", "Æ": "AE", "ø": "oe", "Ø": "OE", "œ": "oe", "Œ": "OE", "ß": "ss", "đ": "d",
-                            "Đ": "D", "ł": "l", "Ł": "L"})  # fmt: skip
+# NormalizeDiacritics' table on Microsoft's page (letters with diacritics -> the plain ones); a letter the
+# table does not list is kept as it is.
+DIACRITICS: tuple[tuple[str, str], ...] = (
+    ("ä, à, â, ã, å, á, ą, ă, ā, ā́, ā̀, ā̂, ā̃, ǟ, ā̈, ǡ, a̱, å̄", "a"),
+    ("Ä, À, Â, Ã, Å, Á, Ą, Ă, Ā, Ā́, Ā̀, Ā̂, Ā̃, Ǟ, Ā̈, Ǡ, A̱, Å̄", "A"),
+    ("æ, ǣ", "ae"),
+    ("Æ, Ǣ", "AE"),
+    ("ç, č, ć, c̄, c̱", "c"),
+    ("Ç, Č, Ć, C̄, C̱", "C"),
+    ("ď, d̄, ḏ", "d"),
+    ("Ď, D̄, Ḏ", "D"),
+    ("ë, è, é, ê, ę, ě, ė, ē, ḗ, ḕ, ē̂, ē̃, ê̄, e̱, ë̄, e̊̄", "e"),
+    ("Ë, È, É, Ê, Ę, Ě, Ė, Ē, Ḗ, Ḕ, Ē̂, Ē̃, Ê̄, E̱, Ë̄, E̊̄", "E"),
+    ("ğ, ḡ, g̱", "g"),
+    ("Ğ, Ḡ, G̱", "G"),
+    ("ï, î, ì, í, ı, ī, ī́, ī̀, ī̂, ī̃, i̱", "i"),  # noqa: RUF001 - the dotless i is the page's own
+    ("Ï, Î, Ì, Í, İ, Ī, Ī́, Ī̀, Ī̂, Ī̃, I̱", "I"),
+    ("ľ, ł, l̄, ḹ, ḻ", "l"),
+    ("Ł, Ľ, L̄, Ḹ, Ḻ", "L"),
+    ("ñ, ń, ň, n̄, ṉ", "n"),
+    ("Ñ, Ń, Ň, N̄, Ṉ", "N"),
+    ("ö, ò, ő, õ, ô, ó, ō, ṓ, ṑ, ō̂, ō̃, ȫ, ō̈, ǭ, ȭ, ȱ, o̱", "o"),
+    ("Ö, Ò, Ő, Õ, Ô, Ó, Ō, Ṓ, Ṑ, Ō̂, Ō̃, Ȫ, Ō̈, Ǭ, Ȭ, Ȱ, O̱", "O"),
+    ("ø, ø̄, œ̄", "oe"),
+    ("Ø, Ø̄, Œ̄", "OE"),
+    ("ř, r̄, ṟ, ṝ", "r"),
+    ("Ř, R̄, Ṟ, Ṝ", "R"),
+    ("ß", "ss"),
+    ("š, ś, ș, ş, s̄, s̱", "s"),
+    ("Š, Ś, Ș, Ş, S̄, S̱", "S"),
+    ("ť, ț, t̄, ṯ", "t"),
+    ("Ť, Ț, T̄, Ṯ", "T"),
+    ("ü, ù, û, ú, ů, ű, ū, ū́, ū̀, ū̂, ū̃, u̇̄, ǖ, ṻ, ṳ̄, u̱", "u"),
+    ("Ü, Ù, Û, Ú, Ů, Ű, Ū, Ū́, Ū̀, Ū̂, Ū̃, U̇̄, Ǖ, Ṻ, Ṳ̄, U̱", "U"),
+    ("ÿ, ý, ȳ, ȳ́, ȳ̀, ȳ̃, y̱", "y"),
+    ("Ÿ, Ý, Ȳ, Ȳ́, Ȳ̀, Ȳ̃, Y̱", "Y"),
+    ("ź, ž, ż, z̄, ẕ", "z"),
+    ("Ź, Ž, Ż, Z̄, Ẕ", "Z"),
+)
+_REPLACEMENTS = {
+    unicodedata.normalize("NFC", letter): plain for letters, plain in DIACRITICS for letter in letters.split(", ")
+}
+_LETTERS = re.compile("|".join(re.escape(k) for k in sorted(_REPLACEMENTS, key=len, reverse=True)))
 
 
 def evaluate(node: Node, row: Mapping[str, Any]) -> Any:
@@ -141,9 +182,9 @@ def _mid(node: Call, row: Mapping[str, Any]) -> Any:
 
 
 def normalize_diacritics(text: str) -> str:
-    """Letters with diacritics as their plain letters (``Zoë`` → ``Zoe``, ``æ`` → ``ae``)."""
-    decomposed = unicodedata.normalize("NFKD", text.translate(_LIGATURES))
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
+    """Letters with diacritics as the page's table gives them (``Zoë`` → ``Zoe``, ``æ`` → ``ae``), whichever
+    Unicode form they arrive in (compared composed)."""
+    return _LETTERS.sub(lambda found: _REPLACEMENTS[found.group()], unicodedata.normalize("NFC", text))
 
 
 def _normalize(node: Call, row: Mapping[str, Any]) -> Any:

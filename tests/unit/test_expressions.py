@@ -266,3 +266,17 @@ def test_a_function_not_evaluated_yet_is_named_never_guessed() -> None:
 
     with pytest.raises(ExpressionError, match="DateAdd is not evaluated yet"):
         evaluate(parse('DateAdd("d", 7, [employeeHireDate])'), {"employeeHireDate": "2024-01-01"})
+
+
+def test_normalize_diacritics_maps_every_letter_of_the_page_s_table_in_either_unicode_form() -> None:
+    import unicodedata
+
+    from frankli_sync.expression_values import normalize_diacritics
+
+    rows = EXAMPLES["functions"]["NormalizeDiacritics"]["character_table"]
+    for lower, plain_lower, upper, plain_upper in rows:
+        for letters, plain in ((lower, plain_lower), (upper, plain_upper)):
+            for letter in filter(None, letters.split(", ")):
+                assert normalize_diacritics(letter) == plain, letter
+                assert normalize_diacritics(unicodedata.normalize("NFD", letter)) == plain, letter
+    assert normalize_diacritics("Đorđe ŵ") == "Đorđe ŵ", "a letter the table does not list is kept"
