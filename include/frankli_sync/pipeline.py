@@ -368,7 +368,8 @@ def compute_plan(ctx: RunContext, frankli: FrankliSession, mark: str | None = No
     state = ctx.record.state(ctx.tenant.name) or {}
     same_record = recorded.get("record_run") == state.get("run_id")
     if recorded.get("mode") == "incremental" and same_record:
-        basis, focus = Basis(**recorded), _focus(ctx, Basis(**recorded))
+        basis = Basis(**recorded)
+        focus = _focus(ctx, basis)
         if mark is None and _quiet(ctx, focus, state.get("frankli_mark")):
             basis, unread = basis.quiet(), str(state["frankli_mark"])
             planned = _plan_incremental(ctx, frankli, validation, basis, focus, unread)

@@ -132,6 +132,10 @@ class ScimEndpoint:
             self._capabilities = body if response.status_code == 200 and isinstance(body, dict) else {}
         return self._capabilities
 
+    def supports(self, feature: str) -> bool:
+        """Whether /ServiceProviderConfig declares ``<feature>.supported`` (filter, sort, etag, …)."""
+        return bool((self.capabilities().get(feature) or {}).get("supported"))
+
     def newest(self) -> tuple[int, list[dict[str, Any]]] | None:
         """The number of users and every user modified at the newest `meta.lastModified`; None if unknowable.
 
@@ -139,8 +143,7 @@ class ScimEndpoint:
         that instant (ties of a coarse clock). Any write moves the newest instant, a deletion the number.
         None when the server does not declare sorting and filtering, or its users carry no lastModified.
         """
-        declared = self.capabilities()
-        if not (declared.get("sort") or {}).get("supported") or not (declared.get("filter") or {}).get("supported"):
+        if not self.supports("sort") or not self.supports("filter"):
             return None
         query = {"sortBy": "meta.lastModified", "sortOrder": "descending", "count": 1, "attributes": "id,meta"}
         first = self._json(self.client.request("GET", "Users", params=query), "GET Users (newest)")
@@ -160,7 +163,7 @@ class ScimEndpoint:
 
     def synced_count(self) -> int | None:
         """Active users linked to an Entra object, counted by the server (None: it cannot filter so)."""
-        if not (self.capabilities().get("filter") or {}).get("supported"):
+        if not self.supports("filter"):
             return None
         query = {"filter": "active eq true and externalId pr", "count": 0}
         body = self._json(self.client.request("GET", "Users", params=query), "GET Users (synced count)")
@@ -250,7 +253,7 @@ class ScimEndpoint:
         else holding the userName is a real conflict, reported as the server's 409.
         """
         user_name, external_id = body.get("userName"), body.get("externalId")
-        if not user_name or not external_id or not (self.capabilities().get("filter") or {}).get("supported"):
+        if not user_name or not external_id or not self.supports("filter"):
             return None
         escaped = str(user_name).replace("\\", "\\\\").replace('"', '\\"')
         query = {"filter": f'userName eq "{escaped}"', "count": 2}
@@ -272,7 +275,7 @@ class ScimEndpoint:
         """
         model = self.user_model()
         patch = self._patch_model.model_validate({"schemas": [PATCH_SCHEMA], "Operations": operations})
-        headers = {"If-Match": version} if version and (self.capabilities().get("etag") or {}).get("supported") else {}
+        headers = {"If-Match": version} if version and self.supports("etag") else {}
         result = self.client.modify(
             model,
             user_id,

@@ -219,9 +219,7 @@ def create_body(
             entry[attribute.sub] = value
             if attribute.multi == "emails":
                 entry["primary"] = True
-        elif attribute.extension:
-            body.setdefault(str(attribute.parent), {})[attribute.sub] = value
-        elif attribute.parent:
+        elif attribute.parent:  # a complex attribute (name) or an extension (its URN)
             body.setdefault(attribute.parent, {})[attribute.sub] = value
         else:
             body[attribute.sub] = value
