@@ -53,6 +53,7 @@ class _Front:
     refused: set[str] = field(default_factory=set)  # userNames whose POST is answered 400
     listing_ends_after: int | None = None  # GET /Users pages starting later come back empty (a listing cut short)
     lost_answers: int = 0  # the next POSTs the server applies are answered 502 (the answer lost on the way back)
+    minimal_answers: bool = False  # a created user is answered with its id, userName and meta only
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -118,7 +119,7 @@ class _Front:
                 status.append(int(message["status"]))
             await send(message)
 
-        if method == "POST" and self.lost_answers > 0:  # applied by the server, the client hears a gateway error
+        if method == "POST" and (self.lost_answers > 0 or self.minimal_answers):
             held: list[dict[str, Any]] = []
 
             async def hold(message: dict[str, Any]) -> None:
@@ -128,9 +129,17 @@ class _Front:
             applied = int(held[0]["status"]) < 300 if held else False
             with self.lock:
                 lose, self.lost_answers = applied and self.lost_answers > 0, self.lost_answers - applied
-            if lose:
+            if lose:  # applied by the server, the client hears a gateway error
                 await self._answer(send, 502, {"status": "502", "detail": "bad gateway"}, method, path, sent=body)
                 return
+            if applied and self.minimal_answers:  # RFC 7644 lets a server answer less than the whole user
+                created = json.loads(b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body"))
+                short = {k: created[k] for k in ("schemas", "id", "userName", "meta") if k in created}
+                held = [
+                    {"type": "http.response.start", "status": held[0]["status"],
+                     "headers": [(b"content-type", b"application/scim+json")]},
+                    {"type": "http.response.body", "body": json.dumps(short).encode()},
+                ]  # fmt: skip
             for message in held:  # not applied (a 409, say): answered as the server answered
                 await logged_send(message)
         else:
@@ -254,6 +263,11 @@ class ScimTestServer:
         """Answer the next `count` POSTs the server applies with 502, as when the answer is lost on the way back."""
         with self.front.lock:
             self.front.lost_answers = count
+
+    def answer_minimally(self, minimal: bool = True) -> None:
+        """Answer each created user with its id, userName and meta only (the rest of what was sent is stored)."""
+        with self.front.lock:
+            self.front.minimal_answers = minimal
 
     def refuse(self, *user_names: str) -> None:
         """Answer a POST of these userNames with 400 (a value Frankli rejects)."""

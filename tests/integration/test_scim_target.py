@@ -99,6 +99,23 @@ def test_a_create_whose_answer_was_lost_is_not_made_twice_nor_reported_failed(ma
     assert tenant.report()["counts"].get("failed") is None
 
 
+def test_a_server_answering_creates_with_less_than_it_was_sent_is_listed_again(make_tenant) -> None:
+    """A create answered with id and userName only: the load's copy of the users is not kept, so the next run
+    lists what Frankli really holds instead of taking the missing attributes for cleared ones."""
+    tenant = make_tenant(users=40, seed=40, target="scim")
+    tenant.scim.answer_minimally()
+    tenant.run()
+    people = tenant.people()
+    since = len(tenant.scim.requests)
+    (user,) = [tenant.directory.get_user(i) for i in valid_leaves(tenant.directory)[:1]]
+    tenant.directory.update_user(user["id"], jobTitle="Listed Again")
+    tenant.run()
+    assert [r for r in tenant.scim.requests[since:] if "startIndex" in r.query], "the endpoint was listed"
+    (patch,) = [r for r in tenant.scim.requests[since:] if r.method in ("POST", "PATCH")]
+    assert patch.body["Operations"] == [{"op": "replace", "path": "title", "value": "Listed Again"}]
+    assert tenant.people() == {**people, user["id"]: {**people[user["id"]], "role": "Listed Again"}}
+
+
 def test_a_409_for_someone_else_holding_the_username_stays_a_conflict() -> None:
     from frankli_sync.sinks.scim_http import ScimEndpoint, WriteFailure
     from frankli_sync.sources.graph import RetryPolicy
