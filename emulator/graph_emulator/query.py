@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, unquote_plus
 
 from graph_emulator.errors import GraphError, bad_request
 from graph_emulator.filters import UserFilter, parse_filter
-from graph_emulator.store import USER_PROPERTIES, User
+from graph_emulator.store import OPTIONAL_PROPERTIES, USER_PROPERTIES, User
 
 __all__ = [
     "GraphError",
@@ -30,8 +30,8 @@ __all__ = [
     "require_eventual",
 ]
 
-# Properties a client may $select: everything stored plus preferredLanguage (always null here).
-SELECTABLE: tuple[str, ...] = (*USER_PROPERTIES, "preferredLanguage")
+# Properties a client may $select: every user property (the optional ones null unless a test sets them).
+SELECTABLE: tuple[str, ...] = (*USER_PROPERTIES, *OPTIONAL_PROPERTIES)
 _BY_LOWER = {name.lower(): name for name in SELECTABLE}
 
 # What Graph returns for a user when no $select is given (accountEnabled is not in it).

@@ -54,7 +54,15 @@ USER_PROPERTIES: tuple[str, ...] = (
     "accountEnabled",
     "userType",
 )
-_PROPERTY_SET = frozenset(USER_PROPERTIES)
+# Properties Graph returns only when asked by $select: unset (null) unless a test sets them.
+OPTIONAL_PROPERTIES: tuple[str, ...] = (
+    "employeeType",
+    "preferredLanguage",
+    "faxNumber",
+    "ageGroup",
+    "onPremisesSamAccountName",
+)
+_PROPERTY_SET = frozenset((*USER_PROPERTIES, *OPTIONAL_PROPERTIES))
 UserPredicate = Callable[[Mapping[str, Any]], bool]
 _UNSET: Any = object()  # distinguishes "leave the manager alone" from manager_id=None
 

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from croniter import croniter
 
-from frankli_sync.entra import ENTRA_ATTRIBUTES
+from frankli_sync.entra import ENTRA_ATTRIBUTES, graph_select
 
 CONFIG_ENV = "FRANKLI_SYNC_CONFIG"
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "tenants.demo.yaml"
@@ -51,6 +51,8 @@ DEFAULT_MAPPING: dict[str, tuple[str, str]] = {
     "start_date": ("employeeHireDate", "always"),
 }
 MAPPING_ON = ("always", "create")
+# The Entra attributes an expression may read: every attribute the sync reads but the manager reference.
+EXPRESSION_ATTRIBUTES = frozenset(name for name in ENTRA_ATTRIBUTES if name != "manager")
 # Fields whose source is fixed: matching and the manager graph depend on them.
 FIXED_SOURCES = {"manager": "manager"}
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,62}$")
@@ -146,13 +148,30 @@ _ConfigLoader.add_implicit_resolver(
 
 @dataclass(frozen=True)
 class FieldMapping:
-    source: str  # Entra attribute name, e.g. "officeLocation"
+    """Where a Frankli field's value comes from: one Entra attribute (``from:``) or an Entra expression.
+
+    ``source``: the Entra attribute (``officeLocation``), None for an expression. ``expression``: the
+    expression's text as written in Entra (``Join(" ", [givenName], [surname])``), checked at load.
+    ``on``: ``always`` (kept in step) or ``create`` (set once, when the user is created).
+    """
+
+    source: str | None  # Entra attribute name, e.g. "officeLocation"; None for an expression
     on: str  # "always" | "create"
+    expression: str | None = None
 
     @property
-    def column(self) -> str:
-        """The staging column holding the source attribute."""
-        return ENTRA_ATTRIBUTES[self.source]
+    def column(self) -> str | None:
+        """The staging column holding the source attribute (None for an expression)."""
+        return ENTRA_ATTRIBUTES[self.source] if self.source else None
+
+    @property
+    def attributes(self) -> frozenset[str]:
+        """The Entra attributes the value is made of."""
+        if self.expression is None:
+            return frozenset({self.source} if self.source else ())
+        from frankli_sync.expressions import attributes_of, parse
+
+        return frozenset(attributes_of(parse(self.expression)))
 
 
 @dataclass(frozen=True)
@@ -213,9 +232,14 @@ class TargetSettings:
 
 @dataclass(frozen=True)
 class ScopeSettings:
+    """Who is synced. ``filters``: Entra's attribute scoping filters (`scope_filters`): a user is in scope
+    when every clause of at least one filter holds; no filters: everyone. Users leaving scope are
+    archived ``out_of_scope``."""
+
     groups: tuple[str, ...] = ()
     exclude_guests: bool = False
     only_enabled: bool = False
+    filters: tuple[Any, ...] = ()  # scope_filters.ScopeFilter
 
 
 @dataclass(frozen=True)
@@ -280,6 +304,18 @@ class TenantConfig:
     @property
     def dag_id(self) -> str:
         return f"entra_to_frankli__{self.name}"
+
+    @property
+    def attributes_read(self) -> frozenset[str]:
+        """The Entra attributes the tenant's mapping, scoping filters and validation read."""
+        names = {name for rule in self.mapping.values() for name in rule.attributes}
+        names |= {clause.attribute for scope_filter in self.scope.filters for clause in scope_filter.clauses}
+        return frozenset(names | set(self.validation.required_fields) | set(self.validation.warn_fields))
+
+    @property
+    def graph_select(self) -> tuple[str, ...]:
+        """The Graph `$select` of the tenant's reads: the attributes always read and the optional ones it needs."""
+        return graph_select(self.attributes_read)
 
 
 @dataclass(frozen=True)
@@ -609,7 +645,7 @@ def _scim_mapping(
 
 def _scope(raw: Any, where: str) -> ScopeSettings:
     data = _mapping(raw, where)
-    _no_unknown_keys(data, {"groups", "exclude_guests", "only_enabled"}, where)
+    _no_unknown_keys(data, {"groups", "exclude_guests", "only_enabled", "filters"}, where)
     groups = data.get("groups", []) or []
     if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
         raise ConfigError(f"{where}.groups: must be a list of group object ids")
@@ -617,7 +653,17 @@ def _scope(raw: Any, where: str) -> ScopeSettings:
         groups=tuple(groups),
         exclude_guests=_bool(data.get("exclude_guests", False), f"{where}.exclude_guests"),
         only_enabled=_bool(data.get("only_enabled", False), f"{where}.only_enabled"),
+        filters=_filters(data["filters"], f"{where}.filters") if "filters" in data else (),
     )
+
+
+def _filters(raw: Any, where: str) -> tuple[Any, ...]:
+    from frankli_sync.scope_filters import ScopeFilterError, parse_filters
+
+    try:
+        return parse_filters(raw, where)
+    except ScopeFilterError as error:
+        raise ConfigError(str(error)) from error
 
 
 def _mapping_settings(raw: Any, where: str) -> dict[str, FieldMapping]:
@@ -628,7 +674,11 @@ def _mapping_settings(raw: Any, where: str) -> dict[str, FieldMapping]:
         item = data.get(frankli_field, {})
         here = f"{where}.{frankli_field}"
         item = _mapping(item, here)
-        _no_unknown_keys(item, {"from", "on"}, here)
+        _no_unknown_keys(item, {"from", "on", "expression"}, here)
+        on = _choice(item.get("on", default_on), MAPPING_ON, f"{here}.on")
+        if "expression" in item:
+            result[frankli_field] = FieldMapping(None, on, _expression(item, frankli_field, here))
+            continue
         source = _str(item.get("from", default_source), f"{here}.from")
         if source not in ENTRA_ATTRIBUTES:
             raise ConfigError(
@@ -637,9 +687,24 @@ def _mapping_settings(raw: Any, where: str) -> dict[str, FieldMapping]:
         fixed = FIXED_SOURCES.get(frankli_field)
         if fixed and source != fixed:
             raise ConfigError(f"{here}.from: {frankli_field} can only come from {fixed!r}")
-        on = _choice(item.get("on", default_on), MAPPING_ON, f"{here}.on")
         result[frankli_field] = FieldMapping(source=source, on=on)
     return result
+
+
+def _expression(item: dict[str, Any], frankli_field: str, here: str) -> str:
+    """The expression's text, read and checked as Entra would: a mistake names the character where it is."""
+    from frankli_sync.expressions import ExpressionError, check, parse
+
+    if "from" in item:
+        raise ConfigError(f"{here}: give either 'from' (one attribute) or 'expression', not both")
+    if frankli_field in FIXED_SOURCES:
+        raise ConfigError(f"{here}.expression: {frankli_field} can only come from {FIXED_SOURCES[frankli_field]!r}")
+    text = _str(item["expression"], f"{here}.expression")
+    try:
+        check(parse(text), EXPRESSION_ATTRIBUTES)
+    except ExpressionError as error:
+        raise ConfigError(f"{here}.expression: {error}: {text}") from error
+    return text
 
 
 def _thresholds(raw: Any, where: str) -> Thresholds:

@@ -7,6 +7,7 @@ the staging schema, validation and the attribute mapping cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 # Entra (Graph) attribute name -> staging column name.
@@ -34,7 +35,21 @@ ENTRA_ATTRIBUTES: dict[str, str] = {
     "accountEnabled": "account_enabled",
     "userType": "user_type",
     "manager": "manager_id",
+    # Read only when a tenant's mapping, scoping filters or validation name them (`graph_select`).
+    "employeeType": "employee_type",
+    "preferredLanguage": "preferred_language",
+    "faxNumber": "fax_number",
+    "ageGroup": "age_group",
+    "onPremisesSamAccountName": "on_premises_sam_account_name",
 }
+# Attributes Graph is asked for only when a tenant needs them: a tenant that does not has them empty.
+OPTIONAL_ATTRIBUTES: tuple[str, ...] = (
+    "employeeType",
+    "preferredLanguage",
+    "faxNumber",
+    "ageGroup",
+    "onPremisesSamAccountName",
+)
 
 STAGED_COLUMNS: tuple[str, ...] = tuple(ENTRA_ATTRIBUTES.values())
 
@@ -43,8 +58,16 @@ STAGED_COLUMNS: tuple[str, ...] = tuple(ENTRA_ATTRIBUTES.values())
 NUL = "\x00"
 NUL_MARK = "\u2400"
 
-# Attributes requested with $select (manager comes through $expand).
-GRAPH_SELECT: tuple[str, ...] = tuple(name for name in ENTRA_ATTRIBUTES if name != "manager")
+# Attributes always requested with $select (manager comes through $expand).
+GRAPH_SELECT: tuple[str, ...] = tuple(
+    name for name in ENTRA_ATTRIBUTES if name != "manager" and name not in OPTIONAL_ATTRIBUTES
+)
+
+
+def graph_select(needed: Iterable[str]) -> tuple[str, ...]:
+    """The `$select` of a tenant: the attributes always read, and the optional ones it needs."""
+    wanted = set(needed)
+    return (*GRAPH_SELECT, *(name for name in OPTIONAL_ATTRIBUTES if name in wanted))
 
 
 def graph_user_to_row(user: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from frankli_sync.config import TenantConfig
+from frankli_sync.entra import GRAPH_SELECT
 from frankli_sync.sources import UserPage
 from frankli_sync.staging import Staging
 
@@ -77,7 +78,13 @@ def extract_users(staging: Staging, tenant: TenantConfig, run_id: str, full_sync
         read = asyncio.run(reader.read(staging, run_id, full_sync))
         summary = _complete(staging, tenant, run_id, read, reader)
         if read.delta_link is not None:
-            staging.save_cursor(tenant.name, read.delta_link, run_id, full_read=not read.mode.startswith("delta"))
+            staging.save_cursor(
+                tenant.name,
+                read.delta_link,
+                run_id,
+                full_read=not read.mode.startswith("delta"),
+                selected=",".join(tenant.graph_select),
+            )
         return summary
 
 
@@ -221,7 +228,14 @@ def _starting_point(staging: Staging, tenant: TenantConfig, run_id: str, full_sy
         cursor is not None
         and (staging.extraction(tenant.name, cursor["snapshot_run_id"]) or {}).get("status") == "complete"
     )
-    if full_sync or cursor is None or due or not base_ok:
+    # A delta link reads the attributes of the read that began it: a tenant that now needs others reads in full.
+    reselect = cursor is not None and (cursor.get("selected") or ",".join(GRAPH_SELECT)) != ",".join(
+        tenant.graph_select
+    )
+    if reselect:
+        log.info("tenant %s reads other Entra attributes than its delta link (%s): a full read", tenant.name,
+                 ",".join(tenant.graph_select))  # fmt: skip
+    if full_sync or cursor is None or due or not base_ok or reselect:
         staging.begin_snapshot(tenant.name, run_id, "graph")
         return None, "full"
     staging.begin_snapshot(tenant.name, run_id, "graph", base_run_id=cursor["snapshot_run_id"])
@@ -240,7 +254,7 @@ async def _read_pages(staging: Staging, tenant: TenantConfig, run_id: str, clien
 
     async def pages() -> AsyncIterator[UserPage]:
         nonlocal delta_link
-        async for page in iter_user_pages(client, start, tenant.source.page_size):
+        async for page in iter_user_pages(client, start, tenant.source.page_size, tenant.graph_select):
             delta_link = page.delta_link or delta_link
             yield page
 

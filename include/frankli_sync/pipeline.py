@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from frankli_sync import approval, incremental, task_log
+from frankli_sync import approval, incremental, mapped_fields, task_log
 from frankli_sync.config import SyncConfig, TenantConfig, load_config
 from frankli_sync.connections import staging_engine
 from frankli_sync.db_values import as_utc
@@ -48,6 +48,7 @@ from frankli_sync.transform import (
     email_fold_of,
     email_key,
     email_key_of,
+    json_ready,
     scope_status,
 )
 from frankli_sync.ui_links import report_url
@@ -241,23 +242,26 @@ def validate(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = N
     ctx = RunContext.open(tenant_name, run_id, params)
     basis, focus = _basis(ctx)
     staged = focus.staged if focus else staged_users(ctx, run_id)
-    in_scope = staged[scope_status(staged, ctx.tenant.scope) != OUT_OF_SCOPE]
+    in_scope = staged[scope_status(staged, ctx.tenant.scope) != OUT_OF_SCOPE].reset_index(drop=True)
+    lengths = ctx.sink.field_lengths(ctx.tenant.mapping)
     settings = ValidationSettings(
         required_fields=ctx.tenant.validation.required_columns,
         warn_fields=ctx.tenant.validation.warn_columns,
-        max_lengths=ctx.sink.field_lengths(ctx.tenant.mapping),
+        max_lengths={c: n for c, n in lengths.items() if not c.startswith("mapping.")},
     )
     # GX with Data Docs for full runs; the same suite in pandas where a GX context would cost more than the
     # run (an incremental run's participants, an only_user run).
     light = focus is not None or bool(ctx.params.only_user)
     outcome = validate_users(
-        in_scope.reset_index(drop=True),
+        in_scope,
         settings,
         docs_dir=None if light else ctx.run_dir / "validation",
         run_name=run_id,
         engine="pandas" if light else "gx",
     )
-    quarantined = outcome.quarantined.to_dict("records")
+    # Users an expression mapping gives no storable value are quarantined as Entra fails their export.
+    failed = mapped_fields.failures(in_scope, ctx.tenant.mapping, lengths, ctx.clock())
+    quarantined = mapped_fields.merged(outcome.quarantined.to_dict("records"), failed)
     checked = in_scope_total = outcome.checked
     if focus:
         carried, in_scope_total = _carried_quarantines(ctx, focus, outcome.checked)
@@ -331,11 +335,23 @@ def transform(tenant_name: str, run_id: str, params: Mapping[str, Any] | None = 
         frankli.discard()  # planning writes nothing
     document = plan_document(planned.plan, full=ctx.params.dry_run)
     document["basis"] = planned.basis.document()
+    if ctx.params.only_user:
+        document["mapping_trace"] = _mapping_trace(ctx, planned.staged)
     ctx.staging.save_document(ctx.tenant.name, run_id, "plan", document)
     if not ctx.params.dry_run:
         _keep(ctx, planned, planned.mark)
     log.info("tenant %s run %s planned %s (%s)", tenant_name, run_id, planned.basis.mode, planned.basis.reason)
     return document["counts"]
+
+
+def _mapping_trace(ctx: RunContext, staged: pd.DataFrame) -> list[dict[str, Any]] | None:
+    """An only_user run's user: which mapping gave each value (None when the user is not staged)."""
+    keys = email_key(staged["user_principal_name"]) if len(staged) else pd.Series(dtype="object")
+    rows = staged[(keys == email_key_of(ctx.params.only_user)).to_numpy(dtype=bool)]
+    if rows.empty:
+        return None
+    row = {c: rows.iloc[0][c] for c in rows.columns}
+    return json_ready(mapped_fields.trace(row, ctx.tenant.mapping, ctx.clock()))
 
 
 @dataclass(frozen=True)
@@ -412,13 +428,13 @@ def _quiet(ctx: RunContext, focus: Focus | None, recorded_mark: str | None) -> b
 def _plan_full(ctx: RunContext, state: FrankliState, validation: Mapping[str, Any], basis: Basis, mark: str) -> Planned:
     staged = staged_users(ctx, ctx.run_id)
     quarantined = {q["object_id"] for q in validation["quarantined"] if q.get("object_id")}
-    desired = desired_users(staged, ctx.tenant.mapping, ctx.tenant.scope, quarantined)
+    desired = desired_users(staged, ctx.tenant.mapping, ctx.tenant.scope, quarantined, ctx.clock())
     previous = None
     last = ctx.staging.last_synced(ctx.tenant.name, ctx.run_id)
     if last is not None:
         try:
             previous_staged = staged_users(ctx, last[0])
-            previous = desired_users(previous_staged, ctx.tenant.mapping, ctx.tenant.scope)
+            previous = desired_users(previous_staged, ctx.tenant.mapping, ctx.tenant.scope, now=ctx.clock())
         except SnapshotMissing:
             previous = None
     deleted = frozenset(ctx.staging.removed_ids(ctx.tenant.name, ctx.run_id))
@@ -451,9 +467,9 @@ def _plan_incremental(
     held_back = {q["object_id"] for q in validation["quarantined"] if q.get("object_id")}
     held_back |= set(known.loc[known["state"] == QUARANTINED, "object_id"])
     staged = pd.concat([focus.staged, context], ignore_index=True)
-    desired = desired_users(staged, tenant.mapping, tenant.scope, held_back)
+    desired = desired_users(staged, tenant.mapping, tenant.scope, held_back, ctx.clock())
     previous = desired_users(ctx.staging.rows_of(name, basis.record_run, focus.participants), tenant.mapping,
-                             tenant.scope)  # fmt: skip
+                             tenant.scope, now=ctx.clock())  # fmt: skip
     only = ctx.params.only_user
     options = PlanOptions(mapping=tenant.mapping, only_user=only, deleted_ids=frozenset(focus.removed))
     plan = plan_user_changes(desired, state, options, previous=previous)

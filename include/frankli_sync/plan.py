@@ -19,7 +19,7 @@ report read them by name whatever the run found.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from frankli_sync.config import FieldMapping
+from frankli_sync.expression_values import IGNORE_FLOW
 from frankli_sync.transform import (
     ACTIVE,
     DISABLED,
@@ -162,9 +163,11 @@ def plan_user_changes(
     written = pd.concat([creates.assign(_fields="all"), matched.assign(_fields="always")], ignore_index=True)
     written["manager"] = written["external_id"].map(managers).astype("object")
     written = written.where(written.notna(), None)
+    ignored = _ignored_flows(written, always)
     entity_keys, entity_creates, orphans = _resolve_entities(written, state.entities, previous, always)
     for column, keys in entity_keys.items():
         written[column] = keys
+    written = _keep_ignored(written, ignored, _current_references(users, state.entities))
 
     create_rows = written[written["_fields"] == "all"].drop(columns=["_fields", "user_id"], errors="ignore")
     create_rows = create_rows.assign(status="uninvited")
@@ -497,6 +500,28 @@ def _resolve_entities(
         creates += [{"table": table, "key": k, "name": v} for k, v in zip(new["key"], new["name"], strict=True)]
     entity_creates = pd.DataFrame(creates, columns=["table", "key", "name"])
     return keys, entity_creates, orphans
+
+
+def _ignored_flows(written: pd.DataFrame, fields: Iterable[str]) -> dict[str, pd.Series]:
+    """Per field, the rows whose expression said IgnoreFlowIfNullOrEmpty: that field is not written for them."""
+    marks = {f: written[f].map(lambda v: v is IGNORE_FLOW).astype(bool) for f in fields if f in written}
+    return {f: mark for f, mark in marks.items() if mark.any()}
+
+
+def _keep_ignored(written: pd.DataFrame, ignored: Mapping[str, pd.Series], current: pd.DataFrame) -> pd.DataFrame:
+    """A created user gets no value for an ignored field; an updated one keeps the value Frankli has."""
+    if not ignored:
+        return written
+    written = written.copy()
+    before = current.reindex(written["user_id"].to_numpy()) if "user_id" in written else None
+    for name, mark in ignored.items():
+        kept = [None] * len(written) if before is None else before[name].to_numpy()
+        kept = [None if isinstance(v, str) and v.startswith(DELETED_REF) else v for v in kept]
+        values = written[name].to_numpy(dtype=object).copy()
+        for i in np.flatnonzero(mark.to_numpy()):
+            values[i] = kept[i] if written["_fields"].iat[i] == "always" else None
+        written[name] = pd.Series(values, index=written.index, dtype="object")
+    return written
 
 
 def _current_references(users: pd.DataFrame, entities: Mapping[str, pd.DataFrame]) -> pd.DataFrame:

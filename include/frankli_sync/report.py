@@ -159,6 +159,8 @@ def write_run_report(
         "manager_cycles": (plan.get("findings") or {}).get("manager_cycles", []),
         "archived_in_frankli": (plan.get("findings") or {}).get("archived_in_frankli", []),
         "deletion_guard": guard,
+        # An only_user run: which mapping gave each of the user's values, from which attribute values.
+        "mapping_trace": plan.get("mapping_trace"),
         "plan": plan.get("actions") if params.get("dry_run") else None,
         "generated_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         # Relative to the run directory, as the HTML pages link them.
@@ -253,6 +255,18 @@ Fix the users below in Entra.</div>
 {% if s.dry_run %}
 <div class="box warn">Dry run: every step up to the plan ran; nothing was written to Frankli.
 The plan is listed below.</div>
+{% endif %}
+
+{% if s.mapping_trace %}
+<h2 id="mapping">How {{ s.params.only_user }}'s values were mapped</h2>
+<table>
+<tr><th>Frankli field</th><th>Mapping</th><th>Entra values read</th><th>Value</th></tr>
+{% for t in s.mapping_trace %}
+<tr><th>{{ t.field }}</th><td><code>{{ t.mapping }}</code>{% if t.on == "create" %} (on create){% endif %}</td>
+<td>{% for name, v in t.inputs.items() %}<code>[{{ name }}]</code> = {{ shown(v) }}<br>{% endfor %}</td>
+<td>{% if t.failure %}<span class="bad">{{ t.failure }}</span>{% else %}{{ shown(t.value) }}{% endif %}</td></tr>
+{% endfor %}
+</table>
 {% endif %}
 
 <h2 id="actions">Actions</h2>

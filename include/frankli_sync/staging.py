@@ -115,6 +115,8 @@ sync_cursors = Table(
     Column("snapshot_run_id", String(250), nullable=False),
     Column("full_read_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The attributes the delta link reads (its $select, comma-separated); NULL: `entra.GRAPH_SELECT`.
+    Column("selected", Text, nullable=True),
 )
 
 
@@ -176,6 +178,7 @@ class Staging:
             add_missing_columns(connection, extract_runs)
             add_missing_columns(connection, staged_users)
             add_missing_columns(connection, removed_users)
+            add_missing_columns(connection, sync_cursors)
 
     @contextmanager
     def extract_lock(self, tenant: str, wait_seconds: float = 3600.0) -> Iterator[None]:
@@ -343,7 +346,9 @@ class Staging:
             row = connection.execute(select(sync_cursors).where(sync_cursors.c.tenant == tenant)).first()
         return dict(row._mapping) if row else None
 
-    def save_cursor(self, tenant: str, delta_link: str, snapshot_run_id: str, full_read: bool) -> None:
+    def save_cursor(
+        self, tenant: str, delta_link: str, snapshot_run_id: str, full_read: bool, selected: str | None = None
+    ) -> None:
         now = _now()
         with self.engine.begin() as connection:
             previous = connection.execute(
@@ -357,6 +362,7 @@ class Staging:
                     snapshot_run_id=snapshot_run_id,
                     full_read_at=now if full_read or previous is None else previous,
                     updated_at=now,
+                    selected=selected,
                 )
             )
 

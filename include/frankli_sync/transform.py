@@ -14,6 +14,7 @@ import math
 import string
 import unicodedata
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -185,17 +186,25 @@ def desired_users(
     mapping: Mapping[str, FieldMapping],
     scope: ScopeSettings,
     quarantined_ids: Iterable[str] = (),
+    now: datetime | None = None,
 ) -> pd.DataFrame:
     """One row per staged Entra user: its Frankli field values and whether it is synced.
 
     Columns: ``external_id``, ``upn_key`` (the UPN's `email_key`, the adoption key),
     ``status_in_source``, then every field of `SYNCED_FIELDS` (``manager``
-    holds the manager's object id).
+    holds the manager's object id). A field mapped by an expression has its value
+    (`mapped_fields`; `now` is the run's clock for ``Now()``); a user whose value cannot
+    be stored has None there and is quarantined by validation, which names the reason.
     """
     out = pd.DataFrame(index=staged.index)
     out["external_id"] = clean_text(staged["object_id"])
     out["upn_key"] = email_key(staged["user_principal_name"])
     for field, rule in mapping.items():
+        if rule.expression is not None:
+            from frankli_sync.mapped_fields import mapped_field
+
+            out[field] = mapped_field(field, rule, staged, now).values
+            continue
         source = staged[rule.column]
         out[field] = iso_date(source) if field == "start_date" else clean_text(source)
     out["status_in_source"] = _status_in_source(staged, scope, set(quarantined_ids))
@@ -214,6 +223,10 @@ def scope_status(staged: pd.DataFrame, scope: ScopeSettings) -> pd.Series:
         status[~enabled] = OUT_OF_SCOPE
     if scope.groups:  # `group_member` is added from the groups' transitive members at extraction
         status[~staged["group_member"].astype(bool)] = OUT_OF_SCOPE
+    if scope.filters:
+        from frankli_sync.scope_filters import in_scope
+
+        status[~in_scope(staged, scope.filters).to_numpy(dtype=bool)] = OUT_OF_SCOPE
     return status
 
 

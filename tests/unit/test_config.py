@@ -704,3 +704,55 @@ def test_source_retry_and_count_settings_are_checked(source: dict[str, Any], fie
 def test_source_count_tolerance(share: float, users: int, reported: int, tolerance: int) -> None:
     source = SourceSettings(conn_id="g", count_tolerance_share=share, count_tolerance_users=users)
     assert source.count_tolerance(reported) == tolerance
+
+
+# --- Entra expressions and scoping filters (issue 14) ---------------------------------------------
+
+
+def test_an_expression_mapping_is_read_beside_from_with_its_on() -> None:
+    text = 'Join(" ", [givenName], [surname])'
+    tenant = parse_config(minimal(mapping={"first_name": {"expression": text, "on": "create"}})).tenants[0]
+    assert tenant.mapping["first_name"] == FieldMapping(source=None, on="create", expression=text)
+    assert tenant.mapping["first_name"].column is None
+    assert tenant.mapping["first_name"].attributes == {"givenName", "surname"}
+    assert tenant.mapping["last_name"] == FieldMapping(source="surname", on="always")
+
+
+@pytest.mark.parametrize(
+    ("item", "field", "message"),
+    [
+        ({"expression": 'Join(" ", [givenName], [surnam])'}, "tenants[0].mapping.first_name.expression",
+         "[surnam] is not an Entra attribute the sync reads"),
+        ({"expression": 'Jion(" ", [givenName])'}, "tenants[0].mapping.first_name.expression",
+         "Jion is not an Entra expression function (at character 1)"),
+        ({"expression": "Left([givenName])"}, "tenants[0].mapping.first_name.expression",
+         "Left takes 2 arguments, not 1"),
+        ({"expression": "Guid()"}, "tenants[0].mapping.first_name.expression",
+         "Guid is not supported here: it makes a new random value on every run"),
+        ({"expression": 'Join(" ", [givenName]'}, "tenants[0].mapping.first_name.expression", "ends early"),
+        ({"expression": "[givenName]", "from": "givenName"}, "tenants[0].mapping.first_name",
+         "either 'from' (one attribute) or 'expression'"),
+        ({"expression": 3}, "tenants[0].mapping.first_name.expression", "must be a non-empty string"),
+    ],
+)  # fmt: skip
+def test_an_expression_entra_would_refuse_breaks_the_tenant_naming_field_and_position(
+    item: dict[str, Any], field: str, message: str
+) -> None:
+    error = fails_naming(minimal(mapping={"first_name": item}), field)
+    assert message in error, error
+
+
+def test_the_manager_cannot_come_from_an_expression() -> None:
+    error = fails_naming(
+        minimal(mapping={"manager": {"expression": "[manager]"}}), "tenants[0].mapping.manager.expression"
+    )
+    assert "can only come from 'manager'" in error
+
+
+def test_scoping_filters_are_read_and_their_mistakes_name_the_clause() -> None:
+    filters = [[{"attribute": "department", "operator": "EQUALS", "value": "Sales"}]]
+    tenant = parse_config(minimal(scope={"filters": filters})).tenants[0]
+    assert len(tenant.scope.filters) == 1 and tenant.scope.filters[0].clauses[0].attribute == "department"
+    bad = [[{"attribute": "department", "operator": "LIKE", "value": "Sales"}]]
+    error = fails_naming(minimal(scope={"filters": bad}), "tenants[0].scope.filters[0][0].operator")
+    assert "EQUALS" in error

@@ -130,7 +130,8 @@ def frankli_field_lengths(mapping: Mapping[str, FieldMapping]) -> dict[str, int]
     have no limit here); role / department / site by the entity table's `name`. When one
     staged column feeds several fields, the smallest limit wins. The validation gate
     quarantines longer values: PostgreSQL would reject them (failing the whole load),
-    SQLite would store them.
+    SQLite would store them. A field mapped by an expression is named ``mapping.<field>``: its
+    value is measured after evaluation (`mapped_fields.failures`).
     """
     lengths: dict[str, int] = {}
     for field, rule in mapping.items():
@@ -141,6 +142,7 @@ def frankli_field_lengths(mapping: Mapping[str, FieldMapping]) -> dict[str, int]
         else:
             continue
         length = getattr(column_type, "length", None) if isinstance(column_type, String) else None
+        column = rule.column or f"mapping.{field}"  # an expression's value: `mapped_fields.key`
         if length:
-            lengths[rule.column] = min(length, lengths.get(rule.column, length))
+            lengths[column] = min(length, lengths.get(column, length))
     return lengths

@@ -34,7 +34,7 @@ import logging
 import math
 import random
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -46,7 +46,6 @@ from frankli_sync.sources import UserPage
 
 log = logging.getLogger(__name__)
 
-DELTA_SELECT = ",".join((*GRAPH_SELECT, "manager"))
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 REFUSED_STATUSES = {401, 403}
 # Status codes of the token endpoint that mean the connection's settings are wrong (5xx stays transient).
@@ -451,18 +450,20 @@ def _short(url: str) -> str:
     return url.split("?", 1)[0][-120:]
 
 
-def delta_query(page_size: int) -> dict[str, str]:
-    return {"$select": DELTA_SELECT, "$top": str(page_size)}
+def delta_query(page_size: int, select: Sequence[str] = GRAPH_SELECT) -> dict[str, str]:
+    """A delta read's first query: `select` (the tenant's `entra.graph_select`) and the manager."""
+    return {"$select": ",".join((*select, "manager")), "$top": str(page_size)}
 
 
 async def iter_user_pages(
-    client: GraphClient, start: str | None = None, page_size: int = 999
+    client: GraphClient, start: str | None = None, page_size: int = 999, select: Sequence[str] = GRAPH_SELECT
 ) -> AsyncIterator[UserPage]:
-    """Pages of ``/users/delta`` from `start` (a nextLink or deltaLink) or from the beginning."""
+    """Pages of ``/users/delta`` from `start` (a nextLink or deltaLink, which carry their own `$select`) or
+    from the beginning."""
     if start:
         body = await client.get(start)
     else:
-        body = await client.get("users/delta", query=delta_query(page_size))
+        body = await client.get("users/delta", query=delta_query(page_size, select))
     while True:
         if not isinstance(body, dict) or "value" not in body:
             raise GraphExtractError(f"unexpected Graph response on {client.conn_id!r}: {str(body)[:200]}")
