@@ -6,27 +6,38 @@ the two equal, types included, over Microsoft's documented examples and generate
 seconds for a million rows instead of minutes.
 
 How: every intermediate value is a *column* kept as distinct values plus one code per row (an attribute
-column is factorized once: a directory has few countries, departments or offices), or, for a
-high-cardinality attribute (mail, display name), as one value per row, or as one constant. A function
-runs over its arguments' distinct values only: one argument varying, over that argument's distinct
-values; several, over the distinct combinations of their codes (one integer factorization), and the
-result keeps the codes. The function itself is a tight loop or numpy operation that repeats the scalar
-evaluator's rule for that function.
+column is factorized once, by Arrow's hash for pandas string columns: a directory has few countries,
+departments or offices), or, for a high-cardinality attribute (mail, display name: judged on a 100,000-row
+sample), as one value per row, or as one constant. A function runs over its arguments' distinct values
+only: one argument varying, over that argument's distinct values; several, over the distinct combinations
+of their codes (one integer factorization; per row instead when the combinations could outnumber the
+rows), and the result keeps the codes. The function itself is a tight loop or numpy operation repeating the
+scalar evaluator's rule for that function (tests hold them equal).
 
-Vectorised (a column rule of their own): Append, Coalesce, CStr, IIF (with any condition, comparisons
-included), InStr, IsNull, IsNullOrEmpty, IsPresent, IsString, Join, Left, Mid, NormalizeDiacritics (ASCII
-text is left as it is; other text goes through `expression_values.normalize_diacritics`), Not, Split,
-StripSpaces, Switch, ToLower, ToUpper, Word, comparisons (``[country]="US"``), attributes and constants.
-A subtree that reads no attribute (``Left("John Doe", 3)``, ``Now()``) is evaluated once by the scalar
-evaluator and used as a constant.
+Vectorised (a column rule of their own):
+- IIF, Coalesce, Switch (constant keys): the choice is made per distinct value of the condition / source
+  (Coalesce: per argument, null or not), then each row's value is picked with numpy, keeping the picked
+  argument's codes: no value is computed or copied.
+- Join (constant separator): each source's share (text; a multi-valued source's values joined) over its own
+  distinct values, then the shares glued per combination (or per row).
+- NormalizeDiacritics: ASCII text as it is; other text NFC-composed, its one-character letters of the page's
+  table (`expression_values.DIACRITICS`) replaced with one regex pass; a text keeping a combining mark that
+  could start one of the table's longer letters goes through `expression_values.normalize_diacritics`.
+- Append, CStr, InStr, IsNull, IsNullOrEmpty, IsPresent, IsString, Left, Mid, Not, Split, StripSpaces,
+  ToLower, ToUpper, Word, comparisons (``[country]="US"``): the scalar rule over distinct values (constant
+  arguments read once: Left's count, Word's delimiters as one compiled split, InStr's needle).
+- attributes and constants; a subtree that reads no attribute (``Left("John Doe", 3)``, ``Now()``) is
+  evaluated once by the scalar evaluator and used as a constant.
+Join with a varying separator and Switch with varying keys take the generic per-combination loop.
 
 Fallback (the scalar evaluator itself): every other function (CBool, CDate, DateAdd, DateDiff,
 FormatDateTime, IgnoreFlowIfNullOrEmpty, Item, Now, RemoveDuplicates, Replace, and any function added
 to the scalar evaluator later) is evaluated as a whole subtree by `expression_values.evaluate`, once per
 distinct combination of the attributes the subtree reads (once per row when one of them is
-high-cardinality, e.g. ``Replace([mail], …)``). So is any vectorised node whose column rule raises (an
-IIF branch that only fails on rows the condition does not choose, Split with an empty delimiter): the
-scalar evaluator then decides, raising exactly where it raises.
+high-cardinality, e.g. ``Replace([mail], …)``: that is the scalar evaluator's speed). So is any vectorised
+node whose column rule raises (an IIF branch that only fails on rows the condition does not choose, Split
+with an empty delimiter, IGNORE_FLOW reaching an argument): the scalar evaluator then decides, raising
+exactly where it raises. IGNORE_FLOW passes through an IIF branch as it does in the scalar evaluator.
 
 Rows read as the scalar evaluator reads them: ``{attribute: value}`` with NaN / None / NA / NaT as None, an
 attribute missing from `columns` or from the frame as None, and numpy scalars of typed columns as the

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from frankli_sync.config import FieldMapping
@@ -72,21 +73,47 @@ def mapped_field(
     node = tree(rule)
     try:
         raw = evaluate_columns(node, staged, columns=ENTRA_ATTRIBUTES, now=now)
-        errors: dict[Any, str] = {}
+        errors: dict[int, str] = {}
     except ExpressionError:  # some rows fail (a date CDate cannot read): each row on its own, to say which
         raw, errors = _row_by_row(node, staged, now)
-    values: list[Any] = []
-    reasons = dict.fromkeys(staged.index)
-    for label, value in zip(staged.index, raw.to_numpy(dtype=object), strict=True):
-        if label in errors:
-            values.append(None)
-            reasons[label] = f"{key(field)}: {errors[label]}"
-            continue
-        stored, why = _stored(field, value, max_length)
-        values.append(stored)
-        reasons[label] = f"{key(field)} {why}" if why else None
-    failures = pd.Series(reasons, dtype="object").dropna()
-    return MappedField(pd.Series(values, index=staged.index, dtype="object"), failures)
+    array = raw.to_numpy(dtype=object)
+    values = np.empty(len(array), dtype=object)
+    reasons: dict[int, str] = {}
+    texts = np.fromiter((type(v) is str for v in array), dtype=bool, count=len(array))
+    if texts.any():  # the usual result, done column-wise: trimmed, blank as cleared, measured
+        values[texts] = _stored_texts(field, array[texts], np.flatnonzero(texts), max_length, reasons)
+    for i in np.flatnonzero(~texts).tolist():
+        values[i], why = _stored(field, array[i], max_length)
+        if why:
+            reasons[i] = why
+    for i, message in errors.items():
+        values[i] = None
+        reasons[i] = f": {message}"
+    ordered = sorted(reasons)
+    failed = pd.Series([f"{key(field)} {reasons[i]}".replace(" : ", ": ") for i in ordered],
+                       index=staged.index[ordered], dtype="object")  # fmt: skip
+    return MappedField(pd.Series(values, index=staged.index, dtype="object"), failed)
+
+
+def _stored_texts(
+    field: str, texts: np.ndarray, positions: np.ndarray, max_length: int | None, reasons: dict[int, str]
+) -> np.ndarray:
+    """`_stored` of many texts at once; the reasons of those that cannot be stored go into `reasons`."""
+    out = np.array([text.strip() for text in texts.tolist()] + [None], dtype=object)[:-1]  # 1-D even when empty
+    lengths = np.fromiter(map(len, out), dtype=np.int64, count=len(out))
+    blank = lengths == 0
+    if field == "start_date":
+        dated = np.fromiter((bool(_ISO_DATE.match(t)) for t in out), dtype=bool, count=len(out))
+        bad = ~blank & ~dated
+        out = np.array([t[:10] for t in out.tolist()] + [None], dtype=object)[:-1]
+    elif max_length is not None:
+        bad = ~blank & (lengths > max_length)
+    else:
+        bad = np.zeros(len(texts), dtype=bool)
+    out[blank | bad] = None
+    for i in np.flatnonzero(bad).tolist():
+        reasons[int(positions[i])] = _stored(field, texts[i], max_length)[1] or ""
+    return out
 
 
 def failures(
@@ -128,14 +155,15 @@ def merged(quarantined: list[dict[str, Any]], more: list[dict[str, Any]]) -> lis
     return out
 
 
-def _row_by_row(node: Node, staged: pd.DataFrame, now: datetime | None) -> tuple[pd.Series, dict[Any, str]]:
+def _row_by_row(node: Node, staged: pd.DataFrame, now: datetime | None) -> tuple[pd.Series, dict[int, str]]:
+    """Each row's value by the scalar evaluator, and the positions of the rows it fails for, with why."""
     values, errors = [], {}
-    for label, row in zip(staged.index, _rows(staged), strict=True):
+    for position, row in enumerate(_rows(staged)):
         try:
             values.append(evaluate(node, row, now=now))
         except ExpressionError as error:
             values.append(None)
-            errors[label] = str(error)
+            errors[position] = str(error)
     return pd.Series(values, index=staged.index, dtype="object"), errors
 
 

@@ -57,6 +57,8 @@ def test_a_value_frankli_cannot_hold_fails_that_user_naming_the_field_and_the_fi
         "start_date", rule('FormatDateTime([employeeHireDate], , "yyyy-MM-ddTHH:mm:ssZ", "yyyy-MM-dd")'), frame[:1]
     )
     assert iso.values.tolist() == ["2021-03-01"] and iso.failures.empty
+    blank = mapped_fields.mapped_field("start_date", rule('Append("  ", "")'), frame)
+    assert blank.values.tolist() == [None, None] and blank.failures.empty, "blank is cleared, not a failure"
 
     long = mapped_fields.mapped_field("city", rule('Append([displayName], "xxxxxxxx")'), frame, max_length=10)
     assert long.values.tolist() == [None, "Boxxxxxxxx"]
